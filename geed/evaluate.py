@@ -1,0 +1,231 @@
+"""One batched pass over the orbit of a data set, capturing any layers by module name.
+
+:func:`orbit_outputs` builds the |D| x |G| transformed inputs, runs them through the model in
+chunks under ``torch.no_grad`` and returns, for each requested module name (and ``"output"``), a
+tensor ``(|G|, N, ...)``. :func:`evaluate` turns that into every G-EED variant at once and returns
+a :class:`Report` with per-sample values and intervals.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .actions import Action, SpatialAction
+from .groups import Group, get_group
+from .metrics import (
+    EEDResult,
+    channelwise_eed,
+    latent_eed,
+    logit_invariance_error,
+    prediction_invariance_error,
+    softmax_eed,
+)
+
+__all__ = ["layer_names", "orbit_outputs", "forward_outputs", "evaluate", "Report", "OUTPUT"]
+
+OUTPUT = "output"
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Names accepted for capture: every named submodule (as in ``model.named_modules()``)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _tensor_of(out) -> torch.Tensor:
+    """The tensor inside a module's output (plain tensor, e2cnn GeometricTensor, or first of a tuple)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    inner = getattr(out, "tensor", None)
+    if isinstance(inner, torch.Tensor):
+        return inner
+    if isinstance(out, (tuple, list)) and out:
+        return _tensor_of(out[0])
+    raise TypeError(f"cannot read a tensor from a module output of type {type(out).__name__}")
+
+
+@contextmanager
+def _capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or not n]
+    if missing:
+        available = layer_names(model)
+        shown = ", ".join(available[:60]) + (" ..." if len(available) > 60 else "")
+        raise KeyError(f"no module named {missing} in {type(model).__name__}; available: {shown}")
+    store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    handles = []
+    for n in names:
+        def hook(_m, _inp, out, n=n):
+            store[n].append(_tensor_of(out).detach())
+        handles.append(modules[n].register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _copy_as(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` in ``dtype``, leaving the original untouched. e2cnn modules in eval mode
+    hold cached filters that cannot be deep-copied: copy them in train mode, then restore the mode."""
+    try:
+        return copy.deepcopy(model).to(dtype)
+    except RuntimeError:
+        was_training = model.training
+        model.train()
+        try:
+            clone = copy.deepcopy(model)
+        finally:
+            model.train(was_training)
+        return clone.to(dtype).train(was_training)
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, device) -> tuple[nn.Module, torch.Tensor]:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor (N, C, H, W); got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"inputs must have shape (N, C, H, W); got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("no inputs (N = 0): nothing to measure")
+    if device is None:
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = x.device
+    if dtype is not None:
+        first = next(iter(model.parameters()), None)
+        if first is not None and first.dtype != dtype:
+            model = _copy_as(model, dtype)
+        x = x.to(dtype)
+    return model, x.to(device)
+
+
+@torch.no_grad()
+def forward_outputs(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str] = (),
+    chunk_size: int = 512,
+    dtype: torch.dtype | None = None,
+    device=None,
+) -> dict[str, torch.Tensor]:
+    """Plain forward pass (no group) capturing ``layers``; returns name -> ``(N, ...)`` plus ``"output"``."""
+    model, x = _prepare(model, x, dtype, device)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    layers = [n for n in dict.fromkeys(layers) if n != OUTPUT]
+    outs: list[torch.Tensor] = []
+    with _capture(model, layers) as store:
+        for start in range(0, x.shape[0], chunk_size):
+            outs.append(_tensor_of(model(x[start : start + chunk_size])).detach())
+    result = {n: torch.cat(v) for n, v in store.items()}
+    result[OUTPUT] = torch.cat(outs)
+    return result
+
+
+def orbit_outputs(
+    model: nn.Module,
+    x: torch.Tensor,
+    group: Group | str,
+    layers: Sequence[str] = (),
+    chunk_size: int = 512,
+    dtype: torch.dtype | None = None,
+    device=None,
+) -> dict[str, torch.Tensor]:
+    """Run ``model`` on every ``g x`` (all g in G, all x) in chunks of ``chunk_size`` inputs.
+
+    Returns name -> tensor ``(|G|, N, ...)`` for each requested layer and for ``"output"``.
+    The model is used as it is (call ``model.eval()`` first where that matters).
+    """
+    group = get_group(group)
+    model, x = _prepare(model, x, dtype, device)
+    orbit = group.orbit(x)  # (|G|, N, C, H, W)
+    flat = orbit.reshape(-1, *x.shape[1:])
+    out = forward_outputs(model, flat, layers, chunk_size=chunk_size, device=x.device)
+    return {n: t.reshape(len(group), x.shape[0], *t.shape[1:]) for n, t in out.items()}
+
+
+@dataclass
+class Report:
+    """Every metric of one evaluation: per-sample values, means and bootstrap intervals."""
+
+    group: str
+    results: dict[tuple[str, str], EEDResult] = field(default_factory=dict)  # (metric, layer) -> result
+
+    def table(self) -> pd.DataFrame:
+        """Tidy per-sample table: metric, layer, sample, value."""
+        frames = [
+            pd.DataFrame({"metric": m, "layer": layer, "sample": np.arange(len(r.per_sample)), "value": r.per_sample})
+            for (m, layer), r in self.results.items()
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["metric", "layer", "sample", "value"])
+
+    def summary(self, level: float = 0.95) -> pd.DataFrame:
+        rows = []
+        for (m, layer), r in self.results.items():
+            lo, hi = r.ci(level)
+            rows.append({"metric": m, "layer": layer, "value": r.value, "lo": lo, "hi": hi, "n": len(r.per_sample), "M": r.normaliser})
+        return pd.DataFrame(rows)
+
+    def __getitem__(self, key: tuple[str, str]) -> EEDResult:
+        return self.results[key]
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    group: Group | str,
+    channelwise: Mapping[str, Action] | None = None,
+    latent: str | None = None,
+    logits: bool = True,
+    reference_points: torch.Tensor | None = None,
+    references: Sequence[str] = ("orbit",),
+    chunk_size: int = 512,
+    dtype: torch.dtype | None = None,
+) -> Report:
+    """All G-EED variants from one batched orbit pass.
+
+    ``channelwise`` maps module names of feature-map layers to their actions (``None`` values
+    mean the plain spatial action); ``latent`` names the feature extractor's output module
+    (trivial action; l2 and cosine, normalised by M over the latent vectors of
+    ``reference_points`` -- the evaluated points themselves when None -- and unnormalised);
+    ``logits=True`` adds softmax G-EED and the DI/LI errors of Moskalev et al. on the model output.
+    ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
+    """
+    group = get_group(group)
+    for ref in references:
+        if ref not in ("orbit", "input"):
+            raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
+    actions = {n: (a if a is not None else SpatialAction(group)) for n, a in (channelwise or {}).items()}
+    for n, a in actions.items():
+        if a.group.order != group.order or a.group.name != group.name:
+            raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
+    names = list(actions) + ([latent] if latent else [])
+    Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)
+    report = Report(group.name)
+    for ref in references:
+        sfx = "" if ref == "orbit" else "@input"
+        for n, a in actions.items():
+            report.results[("channelwise" + sfx, n)] = channelwise_eed(Y[n], a, reference=ref)
+        if latent:
+            ref_pts = None
+            if reference_points is not None:
+                ref_pts = forward_outputs(model, reference_points, [latent], chunk_size=chunk_size, dtype=dtype)[latent]
+            for dist in ("l2", "cosine"):
+                r = latent_eed(Y[latent], group, dist, normalise=True, reference_points=ref_pts, reference=ref)
+                report.results[(f"latent_{dist}" + sfx, latent)] = r
+            report.results[("latent_cosine_unnormalised" + sfx, latent)] = latent_eed(
+                Y[latent], group, "cosine", normalise=False, reference=ref
+            )
+        if logits:
+            report.results[("softmax" + sfx, OUTPUT)] = softmax_eed(Y[OUTPUT], group, reference=ref)
+    if logits:
+        report.results[("DI", OUTPUT)] = prediction_invariance_error(Y[OUTPUT], group)
+        report.results[("LI", OUTPUT)] = logit_invariance_error(Y[OUTPUT], group)
+    return report

@@ -1,0 +1,279 @@
+"""The G-EED metric family (Kvinge et al. 2022, Sec. 3.1) and the invariance errors of Moskalev et al. 2023.
+
+All functions take *orbit outputs*: a tensor ``Y`` of shape ``(|G|, N, ...)`` with
+``Y[i, n] = f(g_i x_n)`` (element 0 is the identity), as returned by :func:`geed.orbit_outputs`.
+They return an :class:`EEDResult` holding the value of the distance for every (sample, element)
+pair, so that per-sample values, intervals and outliers stay visible. Larger always means further
+from invariant/equivariant (similarities enter with a minus sign, as in the paper).
+
+General form (eq. 4)::
+
+    E(f, G) = 1/(|D||G|) sum_x sum_g m( f(g x), g . fhat(x) ),   fhat(x) = mean_{k in ker} f(k x)   (eq. 2)
+
+``reference="orbit"`` uses ``fhat`` as above (the paper's choice); ``reference="input"`` compares
+with ``g . f(x)`` of the untransformed input instead (the choice of Moskalev et al. and many others).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from .actions import Action, TrivialAction
+from .groups import Group
+from .stats import bootstrap_ci
+
+__all__ = [
+    "EEDResult",
+    "l2_distance",
+    "neg_cosine",
+    "channelwise_neg_cosine",
+    "kl_divergence",
+    "half_squared_l2",
+    "orbit_mean",
+    "geed",
+    "channelwise_eed",
+    "latent_eed",
+    "softmax_eed",
+    "mean_pairwise",
+    "prediction_invariance_error",
+    "logit_invariance_error",
+    "DISTANCES",
+]
+
+Reference = Literal["orbit", "input"]
+
+
+@dataclass
+class EEDResult:
+    """Per-pair values of one metric; ``per_sample`` and ``value`` include the normaliser."""
+
+    name: str
+    per_pair: np.ndarray  # (N, |G|): m(f(g x_n), g . ref(x_n))
+    normaliser: float = 1.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def per_sample(self) -> np.ndarray:
+        return self.per_pair.mean(axis=1) / self.normaliser
+
+    @property
+    def per_element(self) -> np.ndarray:
+        return self.per_pair.mean(axis=0) / self.normaliser
+
+    @property
+    def value(self) -> float:
+        return float(self.per_sample.mean())
+
+    def ci(self, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Bootstrap confidence interval of ``value`` over samples."""
+        return bootstrap_ci(self.per_sample, level=level, n_boot=n_boot, seed=seed)
+
+    def __repr__(self) -> str:
+        return f"EEDResult({self.name}: {self.value:.6g}, N={self.per_pair.shape[0]}, |G|={self.per_pair.shape[1]})"
+
+
+# ---------------------------------------------------------------------------- distances
+# Each distance maps two batches (N, ...) to N values.
+
+def _flat(a: torch.Tensor) -> torch.Tensor:
+    return a.reshape(a.shape[0], -1)
+
+
+def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(_flat(a) - _flat(b), dim=1)
+
+
+def half_squared_l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (_flat(a) - _flat(b)).pow(2).sum(dim=1)
+
+
+ZERO_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cosine similarity along ``dim``.
+
+    A vector whose norm is below ``ZERO_TOL[dtype]`` times the largest norm in its sample (e.g. a
+    channel switched off by a ReLU, up to rounding) counts as zero: two zero vectors are identical
+    (similarity 1), a zero and a non-zero vector unrelated (0). Without this, rounding noise in a
+    dead channel would make an exactly equivariant layer look partly non-equivariant.
+    """
+    na = torch.linalg.vector_norm(a, dim=dim)
+    nb = torch.linalg.vector_norm(b, dim=dim)
+    dot = (a * b).sum(dim=dim)
+    tol = ZERO_TOL.get(a.dtype, 1e-5)
+    scale = torch.maximum(na, nb)
+    if scale.dim() > 1:  # per-sample scale over the remaining (channel) axes
+        scale = scale.flatten(1).amax(dim=1).view(-1, *([1] * (scale.dim() - 1)))
+    floor = (tol * scale).clamp_min(torch.finfo(a.dtype).tiny)
+    za, zb = na <= floor, nb <= floor
+    cos = dot / (na * nb).clamp_min(torch.finfo(a.dtype).tiny)
+    cos = torch.where(za | zb, torch.zeros_like(cos), cos)
+    return torch.where(za & zb, torch.ones_like(cos), cos)
+
+
+def neg_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return -_cosine(_flat(a), _flat(b), dim=1)
+
+
+def channelwise_neg_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Minus the mean over channels of the cosine similarity of each channel's H x W map (eq. 5)."""
+    if a.dim() != 4:
+        raise ValueError(f"channelwise G-EED needs (N, C, H, W) feature maps; got shape {tuple(a.shape)}")
+    return -_cosine(a.flatten(2), b.flatten(2), dim=2).mean(dim=1)
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
+    """KL(p || q) for rows of probabilities, with 0 log 0 = 0."""
+    p, q = _flat(p), _flat(q)
+    terms = torch.where(p > 0, p * (torch.log(p.clamp_min(eps)) - torch.log(q.clamp_min(eps))), torch.zeros_like(p))
+    return terms.sum(dim=1)
+
+
+DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l2": l2_distance,
+    "cosine": neg_cosine,
+    "channelwise_cosine": channelwise_neg_cosine,
+    "kl": kl_divergence,
+    "half_squared_l2": half_squared_l2,
+}
+
+
+def _distance(m: str | Callable) -> Callable:
+    if callable(m):
+        return m
+    try:
+        return DISTANCES[m]
+    except KeyError:
+        raise ValueError(f"unknown distance {m!r}; known: {sorted(DISTANCES)}") from None
+
+
+# ---------------------------------------------------------------------------- general G-EED
+
+def _check_orbit(Y: torch.Tensor, group: Group) -> None:
+    if not isinstance(Y, torch.Tensor):
+        raise TypeError(f"orbit outputs must be a tensor (|G|, N, ...); got {type(Y).__name__}")
+    if Y.dim() < 2 or Y.shape[0] != len(group):
+        raise ValueError(
+            f"orbit outputs must have shape (|G|, N, ...) with |G| = {len(group)} for {group.name}; got {tuple(Y.shape)}"
+        )
+    if Y.shape[1] == 0:
+        raise ValueError("orbit outputs hold no samples (N = 0): G-EED of an empty data set is undefined")
+
+
+def orbit_mean(Y: torch.Tensor, action: Action) -> torch.Tensor:
+    """``fhat`` of eq. 2: the mean of ``f(k x)`` over the kernel of the output action."""
+    ker = action.kernel(Y.shape[1:])
+    return Y[ker].mean(dim=0)
+
+
+def geed(
+    Y: torch.Tensor,
+    action: Action,
+    distance: str | Callable = "l2",
+    reference: Reference = "orbit",
+    name: str | None = None,
+) -> EEDResult:
+    """G-EED of eq. 4 for orbit outputs ``Y`` (``(|G|, N, ...)``), output action and distance."""
+    group = action.group
+    _check_orbit(Y, group)
+    m = _distance(distance)
+    if reference == "orbit":
+        ref = orbit_mean(Y, action)
+    elif reference == "input":
+        ref = Y[0]
+    else:
+        raise ValueError(f"reference must be 'orbit' or 'input'; got {reference!r}")
+    region = action.region(Y[0])
+    values = []
+    for i in range(len(group)):
+        target = action.act(ref, i)
+        out = Y[i]
+        if region is not None:
+            out, target = out * region, target * region
+        values.append(m(out, target))
+    per_pair = torch.stack(values, dim=1).detach().double().cpu().numpy()
+    label = name or (distance if isinstance(distance, str) else getattr(distance, "__name__", "m"))
+    return EEDResult(label, per_pair, meta={"group": group.name, "reference": reference})
+
+
+def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orbit") -> EEDResult:
+    """Channelwise G-EED (eq. 5) of a feature map under ``action`` (spatial, maybe permuting channels)."""
+    return geed(Y, action, channelwise_neg_cosine, reference=reference, name="channelwise")
+
+
+def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"]) -> float:
+    """Mean l2 distance (or mean cosine *similarity*) between distinct points of ``Z`` (n, k): the M of eq. 6."""
+    Z = _flat(Z).double()
+    n = Z.shape[0]
+    if n < 2:
+        raise ValueError(f"the normaliser M needs at least 2 reference points; got {n}")
+    off = ~torch.eye(n, dtype=torch.bool, device=Z.device)
+    if distance == "l2":
+        d = torch.cdist(Z, Z)
+    elif distance == "cosine":
+        norms = torch.linalg.vector_norm(Z, dim=1, keepdim=True).clamp_min(1e-30)
+        u = Z / norms
+        d = u @ u.T
+    else:
+        raise ValueError(f"latent distance must be 'l2' or 'cosine'; got {distance!r}")
+    return float(d[off].mean())
+
+
+def latent_eed(
+    Z: torch.Tensor,
+    group: Group,
+    distance: Literal["l2", "cosine"] = "l2",
+    normalise: bool = True,
+    reference_points: torch.Tensor | None = None,
+    reference: Reference = "orbit",
+) -> EEDResult:
+    """Latent-space G-EED (eq. 6): trivial action on the latent vectors.
+
+    With ``normalise=True`` the mean distance is divided by M, the mean l2 distance (``l2``) or
+    mean cosine similarity (``cosine``) between distinct points of ``reference_points`` (latent
+    vectors of a reference set; the identity slice of ``Z`` when None). A non-positive M for
+    cosine would flip the order of the metric and is refused.
+    """
+    if distance not in ("l2", "cosine"):
+        raise ValueError(f"latent distance must be 'l2' or 'cosine'; got {distance!r}")
+    res = geed(Z, TrivialAction(group), distance, reference=reference, name=f"latent_{distance}")
+    if normalise:
+        pts = Z[0] if reference_points is None else reference_points
+        M = mean_pairwise(pts, distance)
+        if M <= 0:
+            raise ValueError(
+                f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "
+                f"reference points) is {M:.3g} <= 0: the normalised metric is undefined; use normalise=False"
+            )
+        res.normaliser = M
+        res.name += "_normalised"
+    res.meta["M"] = res.normaliser
+    return res
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, dim=-1)
+
+
+def softmax_eed(logits: torch.Tensor, group: Group, reference: Reference = "orbit") -> EEDResult:
+    """Softmax G-EED: KL( p(g x) || phat(x) ), phat the mean prediction over the orbit."""
+    _check_orbit(logits, group)
+    return geed(_probs(logits), TrivialAction(group), kl_divergence, reference=reference, name="softmax")
+
+
+def prediction_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
+    """DI of Moskalev et al.: KL( p(x) || p(g x) ), averaged over samples and all elements (identity included)."""
+    _check_orbit(logits, group)
+    P = _probs(logits)
+    per_pair = torch.stack([kl_divergence(P[0], P[i]) for i in range(len(group))], dim=1)
+    return EEDResult("DI", per_pair.detach().double().cpu().numpy(), meta={"group": group.name})
+
+
+def logit_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
+    """LI of Moskalev et al.: 1/2 ||f(x) - f(g x)||^2, averaged over samples and all elements."""
+    _check_orbit(logits, group)
+    return geed(logits, TrivialAction(group), half_squared_l2, reference="input", name="LI")

@@ -1,0 +1,219 @@
+"""Models by name, each declaring the group action on its hidden layers.
+
+Two families share one skeleton, after the rotated-MNIST model of e2cnn's examples (Weiler and
+Cesa 2019) used by Kvinge et al. (Sec. 4.1):
+
+``input mask -> block1 .. block6 -> spatial pooling -> invariant pooling -> latent -> head``
+
+* ``cnn``: conventional convolutions; blocks act on by the plain spatial action; the invariant
+  pooling is a global average over space.
+* ``c8cnn``: C8 steerable convolutions on regular fields (e2cnn); each block's output transforms
+  by the spatial action composed with the cyclic permutation inside every regular field; group
+  pooling (max over each field) makes the latent vector invariant up to interpolation.
+
+Blocks 2 and 4 end with a stride-2 (antialiased, for the C8 model) average pooling, as in e2cnn's
+example. ``width`` scales the channel counts of e2cnn's example (24, 48, 48, 96, 96, 64 fields).
+Every model exposes ``blocks`` (module names of the six blocks), ``latent_layer`` and
+``layer_actions(group)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .actions import Action, SpatialAction, field_type_action
+from .groups import Group, disc_mask, get_group
+
+__all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "register_model", "BASE_WIDTHS"]
+
+BASE_WIDTHS = (24, 48, 48, 96, 96, 64)
+KERNELS = ((7, 1), (5, 2), (5, 2), (5, 2), (5, 2), (5, 1))  # (kernel size, padding) per block
+POOL_AFTER = (2, 4)
+INPUT_SIZE = 29
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model: ``cnn``, ``c8cnn``, ``cnn-tiny``, ``c8cnn-tiny`` (kwargs: width, n_classes, seed)."""
+    try:
+        fn = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {available_models()}") from None
+    seed = kwargs.pop("seed", None)
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    return fn(**kwargs)
+
+
+def _widths(width: float) -> list[int]:
+    if not (isinstance(width, (int, float)) and width > 0):
+        raise ValueError(f"width must be a positive number; got {width!r}")
+    return [max(1, int(round(c * width))) for c in BASE_WIDTHS]
+
+
+class _InputMask(nn.Module):
+    """Zero everything outside the disc inscribed in the input (as e2cnn's MaskModule, hard edge)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.register_buffer("mask", disc_mask(size, size).float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask.to(x.dtype)
+
+
+class ConvNet(nn.Module):
+    """Conventional CNN with the six-block skeleton. Channel counts are ``width * BASE_WIDTHS * 8 / 8``
+    scaled by ``channel_factor`` (8 gives the same channel counts as the C8 model's regular fields)."""
+
+    def __init__(self, width: float = 0.125, n_classes: int = 9, channel_factor: float = 8.0, in_channels: int = 1) -> None:
+        super().__init__()
+        chans = [max(1, int(round(c * channel_factor))) for c in _widths(width)]
+        self.input_mask = _InputMask(INPUT_SIZE)
+        prev = in_channels
+        self.blocks = []
+        for i, (c, (k, p)) in enumerate(zip(chans, KERNELS), start=1):
+            layers: list[nn.Module] = [nn.Conv2d(prev, c, k, padding=p), nn.BatchNorm2d(c), nn.ReLU(inplace=False)]
+            if i in POOL_AFTER:
+                layers.append(nn.AvgPool2d(2, stride=2, padding=1))
+            setattr(self, f"block{i}", nn.Sequential(*layers))
+            self.blocks.append(f"block{i}")
+            prev = c
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.latent = nn.Flatten()
+        self.head = nn.Sequential(nn.Linear(prev, 64), nn.BatchNorm1d(64), nn.ELU(), nn.Linear(64, n_classes))
+        self.latent_layer = "latent"
+        self.latent_dim = prev
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_mask(x)
+        for name in self.blocks:
+            x = getattr(self, name)(x)
+        return self.head(self.latent(self.pool(x)))
+
+    def layer_actions(self, group: Group | str) -> dict[str, Action]:
+        group = get_group(group)
+        return {name: SpatialAction(group) for name in self.blocks}
+
+
+class SteerableCNN(nn.Module):
+    """C_N steerable CNN on regular fields (e2cnn), six blocks, group pooling before the classifier."""
+
+    def __init__(self, width: float = 0.125, n_classes: int = 9, n_rotations: int = 8, in_channels: int = 1) -> None:
+        super().__init__()
+        from e2cnn import gspaces
+        from e2cnn import nn as enn
+
+        self.gspace = gspaces.Rot2dOnR2(N=n_rotations)
+        self.in_type = enn.FieldType(self.gspace, [self.gspace.trivial_repr] * in_channels)
+        self.input_mask = _InputMask(INPUT_SIZE)
+        prev = self.in_type
+        self.blocks = []
+        self.block_types = {}
+        for i, (c, (k, p)) in enumerate(zip(_widths(width), KERNELS), start=1):
+            out = enn.FieldType(self.gspace, [self.gspace.regular_repr] * c)
+            layers = [enn.R2Conv(prev, out, kernel_size=k, padding=p, bias=False), enn.InnerBatchNorm(out), enn.ReLU(out, inplace=True)]
+            if i in POOL_AFTER:
+                layers.append(enn.PointwiseAvgPoolAntialiased(out, sigma=0.66, stride=2))
+            setattr(self, f"block{i}", enn.SequentialModule(*layers))
+            self.blocks.append(f"block{i}")
+            self.block_types[f"block{i}"] = out
+            prev = out
+        self.gpool = RegularGroupPooling(n_rotations)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.latent = nn.Flatten()
+        c = len(prev)
+        self.head = nn.Sequential(nn.Linear(c, 64), nn.BatchNorm1d(64), nn.ELU(), nn.Linear(64, n_classes))
+        self.latent_layer = "latent"
+        self.latent_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from e2cnn import nn as enn
+
+        h = enn.GeometricTensor(self.input_mask(x), self.in_type)
+        for name in self.blocks:
+            h = getattr(self, name)(h)
+        z = self.gpool(h.tensor)
+        return self.head(self.latent(self.pool(z)))
+
+    def layer_actions(self, group: Group | str) -> dict[str, Action]:
+        """Spatial action composed with each regular field's permutation, read from the field types."""
+        group = get_group(group)
+        return {name: field_type_action(group, self.block_types[name]) for name in self.blocks}
+
+
+class RegularGroupPooling(nn.Module):
+    """Max over the ``order`` channels of each regular field: ``(N, F*order, H, W) -> (N, F, H, W)``.
+
+    Equal to e2cnn's ``GroupPooling`` on regular fields, but keeps the input's dtype (e2cnn's
+    casts to float32, which breaks float64 known-answer checks)."""
+
+    def __init__(self, order: int) -> None:
+        super().__init__()
+        self.order = int(order)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if c % self.order:
+            raise ValueError(f"{c} channels are not a whole number of regular fields of size {self.order}")
+        return x.view(b, c // self.order, self.order, h, w).amax(dim=2)
+
+
+class GroupAveraged(nn.Module):
+    """``x -> mean_g model(g x)``: exactly G-invariant when G acts exactly (known-answer model)."""
+
+    def __init__(self, model: nn.Module, group: Group | str) -> None:
+        super().__init__()
+        self.model, self.group = model, get_group(group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(self.group.act(x, i)) for i in range(len(self.group))]).mean(0)
+
+
+@register_model("cnn")
+def _cnn(width: float = 0.125, n_classes: int = 9, **kw) -> nn.Module:
+    return ConvNet(width=width, n_classes=n_classes, **kw)
+
+
+@register_model("c8cnn")
+def _c8cnn(width: float = 0.125, n_classes: int = 9, **kw) -> nn.Module:
+    return SteerableCNN(width=width, n_classes=n_classes, n_rotations=8, **kw)
+
+
+@register_model("cnn-tiny")
+def _cnn_tiny(width: float = 1 / 24, n_classes: int = 9, **kw) -> nn.Module:
+    return ConvNet(width=width, n_classes=n_classes, **kw)
+
+
+@register_model("c8cnn-tiny")
+def _c8cnn_tiny(width: float = 1 / 24, n_classes: int = 9, **kw) -> nn.Module:
+    return SteerableCNN(width=width, n_classes=n_classes, n_rotations=8, **kw)
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def output_size(size: int = INPUT_SIZE) -> int:
+    """Spatial size after the six blocks for an input of ``size`` (for documentation and checks)."""
+    for i, (k, p) in enumerate(KERNELS, start=1):
+        size = size + 2 * p - k + 1
+        if i in POOL_AFTER:
+            size = math.floor((size + 2 - 2) / 2) + 1
+    return size

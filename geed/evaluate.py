@@ -98,11 +98,13 @@ def _prepare(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, devic
             device = next(model.parameters()).device
         except StopIteration:
             device = x.device
+    first = next(iter(model.parameters()), None)
     if dtype is not None:
-        first = next(iter(model.parameters()), None)
         if first is not None and first.dtype != dtype:
             model = _copy_as(model, dtype)
         x = x.to(dtype)
+    elif first is not None and first.is_floating_point():
+        x = x.to(first.dtype)  # inputs follow the model's precision
     return model, x.to(device)
 
 

@@ -102,6 +102,17 @@ def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
     return out.reshape(shape)
 
 
+def rotate_batch(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each image ``x[n]`` (``(N, C, H, W)``) by its own angle ``angles[n]`` (degrees), bilinear."""
+    theta = torch.deg2rad(angles.to(torch.float64)).to(x.dtype)
+    c, s = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(c)
+    h, w = x.shape[-2], x.shape[-1]
+    mat = torch.stack([torch.stack([c, -s * h / w, zero], 1), torch.stack([s * w / h, c, zero], 1)], 1)
+    grid = F.affine_grid(mat.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class Group:
     """A finite group of image transformations.
 
@@ -249,6 +260,11 @@ class TranslationGroup(Group):
         return super().index(Element(shift=element.shift % (self.step * self.n)))
 
     def act(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        if self.input_width is None and (self.n * self.step) % x.shape[-1]:
+            raise ValueError(
+                f"{self.n} shifts of {self.step} px do not wrap around a width of {x.shape[-1]}: "
+                f"{self.name} does not act as a group there (n * step must be a multiple of the width)"
+            )
         if self.input_width is not None and x.shape[-1] != self.input_width:
             ratio = self.input_width / x.shape[-1]
             shift = self.elements[i].shift / ratio

@@ -167,7 +167,9 @@ def _check_orbit(Y: torch.Tensor, group: Group) -> None:
 def orbit_mean(Y: torch.Tensor, action: Action) -> torch.Tensor:
     """``fhat`` of eq. 2: the mean of ``f(k x)`` over the kernel of the output action."""
     ker = action.kernel(Y.shape[1:])
-    return Y[ker].mean(dim=0)
+    # shifted mean: exact (not merely close) when the outputs over the kernel are identical
+    base = Y[ker[0]]
+    return base + (Y[ker] - base).mean(dim=0)
 
 
 def geed(

@@ -1,0 +1,177 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import geed
+from geed.actions import InducedAction, SpatialAction, TrivialAction
+from geed.examples import EquivariantMap, hand_example, proposition_31_example
+from geed.metrics import channelwise_eed, geed as geed_metric, latent_eed, orbit_mean, softmax_eed
+from geed.models import GroupAveraged, build_model
+from tests.conftest import smooth_images
+
+
+@pytest.mark.parametrize("group", ["C4", "D4", "flip"])
+def test_equivariant_map_has_zero_channelwise_deviation(group, images):
+    model = EquivariantMap().double().eval()
+    g = geed.get_group(group)
+    acts = {"layer1": SpatialAction(g), "blur2": SpatialAction(g)}
+    rep = geed.evaluate(model, images, g, channelwise=acts, logits=False, references=("orbit", "input"))
+    for key, r in rep.results.items():
+        assert r.value == pytest.approx(-1.0, abs=1e-12), key
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_group_averaged_model_is_exactly_invariant(group, images):
+    base = _sensitive_model()
+    model = GroupAveraged(base, group).eval()
+    rep = geed.evaluate(model, images, group, references=("orbit", "input"))
+    for metric in ["softmax", "softmax@input", "DI", "LI"]:
+        assert abs(rep[(metric, "output")].value) < 1e-12, metric
+    # and the un-averaged model is measurably not invariant
+    raw = geed.evaluate(base, images, group)
+    assert raw[("LI", "output")].value > 1e-6
+
+
+def _sensitive_model() -> torch.nn.Module:
+    """A small random network without batch norm, clearly sensitive to its input."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 27 * 27, 5)
+    ).double().eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from geed.data import rotated_digits
+
+    return rotated_digits("test").subset(16).x
+
+
+def test_c8_steerable_exact_at_90_degrees_with_floor_at_45(digits):
+    images = digits
+    model = build_model("c8cnn", seed=0).eval()
+    c4, c8 = geed.get_group("C4", mask=True), geed.get_group("C8", mask=True)
+    r4 = geed.evaluate(model, images, c4, channelwise=model.layer_actions(c4), latent="latent", dtype=torch.float64)
+    for b in model.blocks:
+        assert r4[("channelwise", b)].value == pytest.approx(-1.0, abs=1e-9), b
+    assert r4[("latent_l2", "latent")].value < 1e-9
+    r8 = geed.evaluate(model, images, c8, channelwise=model.layer_actions(c8), latent="latent", dtype=torch.float64)
+    floor = [1 + r8[("channelwise", b)].value for b in model.blocks]
+    assert all(0 < f < 0.1 for f in floor), floor  # a small, non-zero interpolation floor
+    # a conventional CNN of the same skeleton deviates clearly more at every block
+    cnn = build_model("cnn", seed=0).eval()
+    rc = geed.evaluate(cnn, images, c8, channelwise=cnn.layer_actions(c8), logits=False, dtype=torch.float64)
+    cnn_dev = [1 + rc[("channelwise", b)].value for b in cnn.blocks]
+    assert all(c > 2 * f for c, f in zip(cnn_dev, floor)), (cnn_dev, floor)
+
+
+def test_without_channel_permutation_c8_model_looks_non_equivariant(images):
+    model = build_model("c8cnn-tiny", seed=0).eval()
+    c4 = geed.get_group("C4")
+    plain = {b: SpatialAction(c4) for b in model.blocks}
+    rep = geed.evaluate(model, images, c4, channelwise=plain, logits=False)
+    assert rep[("channelwise", "block1")].value > -0.9
+
+
+def test_latent_normalisation_is_scale_free():
+    g = geed.get_group("C4")
+    Z = torch.randn(4, 10, 6, dtype=torch.float64).abs()  # non-negative, like post-ReLU features
+    for dist in ("l2", "cosine"):
+        a = latent_eed(Z, g, dist, normalise=True)
+        b = latent_eed(7.0 * Z, g, dist, normalise=True)
+        assert b.value == pytest.approx(a.value, rel=1e-12)
+    raw, scaled = latent_eed(Z, g, "l2", normalise=False), latent_eed(7.0 * Z, g, "l2", normalise=False)
+    assert scaled.value == pytest.approx(7.0 * raw.value, rel=1e-12)
+
+
+def test_kl_is_exactly_zero_for_identical_predictions():
+    g = geed.get_group("C8")
+    logits = torch.randn(1, 5, 9).expand(8, 5, 9).contiguous()
+    assert softmax_eed(logits, g).value == 0.0
+    assert geed.prediction_invariance_error(logits, g).value == 0.0
+
+
+def test_fhat_over_nontrivial_kernel():
+    """C8 acting on the output through C4 (k -> k mod 4): the kernel is {0, 180} degrees."""
+    c8, c4 = geed.get_group("C8"), geed.get_group("C4")
+    action = InducedAction.by_angle(c8, SpatialAction(c4))
+    assert action.kernel((1, 1, 5, 5)) == [0, 4]
+    y0 = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    # an exactly equivariant f for this action: f(g_k x) = rot90^(k mod 4) y0
+    Y = torch.stack([c4.act(y0, k % 4) for k in range(8)])
+    assert torch.equal(orbit_mean(Y, action), y0)
+    assert geed_metric(Y, action, "l2").value == pytest.approx(0.0, abs=1e-12)
+    # perturb f at the kernel element 4: fhat moves half-way, every pair is off by |d|/2 (eq. 2)
+    d = torch.randn_like(y0)
+    Y2 = Y.clone()
+    Y2[4] = y0 + d
+    assert torch.allclose(orbit_mean(Y2, action), y0 + d / 2)
+    r = geed_metric(Y2, action, "l2")
+    expected = (d.flatten(1).norm(dim=1) / 2).numpy()
+    assert np.allclose(r.per_pair, expected[:, None])
+
+
+def test_hand_computed_example():
+    for key, (measured, by_hand) in hand_example().items():
+        assert measured == pytest.approx(by_hand, rel=1e-12, abs=1e-12), key
+
+
+def test_proposition_31_invariant_composite_of_non_invariant_parts():
+    r = proposition_31_example()
+    assert r.f == pytest.approx(0.0, abs=1e-12)
+    assert r.f1 > 0.1 and r.f2 > 0.1
+
+
+def test_orbit_reference_vs_input_reference_differ_for_non_invariant_model(images):
+    model = build_model("cnn-tiny", seed=3).double().eval()
+    rep = geed.evaluate(model, images, "C4", latent="latent", references=("orbit", "input"))
+    a, b = rep[("latent_l2", "latent")].value, rep[("latent_l2@input", "latent")].value
+    assert a > 0 and b > 0 and a != pytest.approx(b)
+
+
+def test_larger_means_less_invariant_for_every_variant(images):
+    """An exactly invariant model scores lower than a non-invariant one for every metric."""
+    base = _sensitive_model()
+    inv = GroupAveraged(base, "C4").eval()
+    r_inv = geed.evaluate(inv, images, "C4").summary().set_index("metric")["value"]
+    r_raw = geed.evaluate(base, images, "C4").summary().set_index("metric")["value"]
+    assert (r_raw > r_inv + 1e-6).all()
+    assert (r_inv <= r_raw + 1e-15).all()
+
+
+def test_per_sample_values_and_bootstrap_interval(images):
+    model = build_model("cnn-tiny", seed=0).eval()
+    rep = geed.evaluate(model, images, "C8", latent="latent")
+    tab = rep.table()
+    assert set(tab.columns) == {"metric", "layer", "sample", "value"}
+    assert (tab.groupby("metric").size() == images.shape[0]).all()
+    s = rep.summary()
+    assert (s["lo"] <= s["value"] + 1e-15).all() and (s["value"] <= s["hi"] + 1e-15).all()
+
+
+def test_bad_input_errors(images):
+    model = build_model("cnn-tiny", seed=0).eval()
+    with pytest.raises(KeyError, match="no module named \\['blockX'\\].*available: .*block1"):
+        geed.evaluate(model, images, "C4", channelwise={"blockX": None})
+    with pytest.raises(ValueError, match="unknown group"):
+        geed.evaluate(model, images, "Z9")
+    with pytest.raises(ValueError, match="N = 0"):
+        geed.evaluate(model, images[:0], "C4")
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        geed.evaluate(model, images[0], "C4")
+    with pytest.raises(ValueError, match="shape \\(\\|G\\|, N"):
+        softmax_eed(torch.randn(3, 4, 9), geed.get_group("C4"))
+    with pytest.raises(ValueError, match="unknown distance"):
+        geed_metric(torch.randn(4, 2, 3), TrivialAction(geed.get_group("C4")), "manhattan")
+    with pytest.raises(ValueError, match="at least 2 reference points"):
+        latent_eed(torch.randn(4, 1, 3), geed.get_group("C4"), "l2")
+    with pytest.raises(ValueError, match="M .* <= 0"):
+        Z = torch.stack([torch.tensor([[1.0, 0.0], [-1.0, 0.0]])] * 4)
+        latent_eed(Z, geed.get_group("C4"), "cosine")
+    with pytest.raises(ValueError, match="layer has"):
+        model8 = build_model("c8cnn-tiny", seed=0).eval()
+        act = model8.layer_actions("C4")["block1"]
+        act.act(torch.zeros(1, 3, 5, 5), 1)
+    with pytest.raises(ValueError, match="does not"):
+        build_model("c8cnn-tiny", seed=0).layer_actions("C16")

@@ -1,0 +1,38 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from geed.stats import bootstrap_ci, summarise, t_interval
+
+
+def test_t_interval_matches_scipy():
+    x = np.array([1.0, 2.0, 4.0, 3.0, 5.5])
+    lo, hi = t_interval(x)
+    ref = stats.t.interval(0.95, df=4, loc=x.mean(), scale=stats.sem(x))
+    assert (lo, hi) == pytest.approx(ref)
+
+
+def test_bootstrap_contains_mean_and_narrows_with_n():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(size=20), rng.normal(size=2000)
+    ls, hs = bootstrap_ci(small)
+    ll, hl = bootstrap_ci(large)
+    assert ls < small.mean() < hs and ll < large.mean() < hl
+    assert (hl - ll) < (hs - ls)
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+
+
+def test_interval_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        t_interval([])
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci([1.0, 2.0], level=1.5)
+    with pytest.raises(ValueError, match="finite"):
+        t_interval([1.0, np.nan])
+
+
+def test_summarise_groups():
+    df = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 3, "v": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0]})
+    s = summarise(df, "v", ["model"]).set_index("model")
+    assert s.loc["a", "mean"] == 2.0 and s.loc["b", "lo"] == s.loc["b", "hi"] == 5.0

@@ -4,7 +4,7 @@ Implements the G-empirical equivariance deviation (G-EED) of Kvinge et al. (2022
 with the invariance errors of Moskalev et al. (2023) beside it. See the README for an example.
 """
 from .actions import Action, InducedAction, SpatialAction, TrivialAction, field_type_action
-from .evaluate import OUTPUT, Report, evaluate, forward_outputs, layer_names, orbit_outputs
+from .orbit import OUTPUT, Report, evaluate, forward_outputs, layer_names, orbit_outputs
 from .groups import CyclicGroup, DihedralGroup, Element, Group, ReflectionGroup, TranslationGroup, get_group
 from .metrics import (
     EEDResult,

@@ -27,7 +27,7 @@ from torch import nn
 from .actions import Action, SpatialAction, field_type_action
 from .groups import Group, disc_mask, get_group
 
-__all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "register_model", "BASE_WIDTHS"]
+__all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "InvariantFeatures", "register_model", "BASE_WIDTHS"]
 
 BASE_WIDTHS = (24, 48, 48, 96, 96, 64)
 KERNELS = ((7, 1), (5, 2), (5, 2), (5, 2), (5, 2), (5, 1))  # (kernel size, padding) per block
@@ -101,11 +101,15 @@ class ConvNet(nn.Module):
         self.latent_layer = "latent"
         self.latent_dim = prev
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature extractor f1: input -> latent vector."""
         x = self.input_mask(x)
         for name in self.blocks:
             x = getattr(self, name)(x)
-        return self.head(self.latent(self.pool(x)))
+        return self.latent(self.pool(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
     def layer_actions(self, group: Group | str) -> dict[str, Action]:
         group = get_group(group)
@@ -143,14 +147,17 @@ class SteerableCNN(nn.Module):
         self.latent_layer = "latent"
         self.latent_dim = c
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature extractor f1: input -> latent vector (invariant up to interpolation)."""
         from e2cnn import nn as enn
 
         h = enn.GeometricTensor(self.input_mask(x), self.in_type)
         for name in self.blocks:
             h = getattr(self, name)(h)
-        z = self.gpool(h.tensor)
-        return self.head(self.latent(self.pool(z)))
+        return self.latent(self.pool(self.gpool(h.tensor)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
     def layer_actions(self, group: Group | str) -> dict[str, Action]:
         """Spatial action composed with each regular field's permutation, read from the field types."""
@@ -184,6 +191,19 @@ class GroupAveraged(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.model(self.group.act(x, i)) for i in range(len(self.group))]).mean(0)
+
+
+class InvariantFeatures(nn.Module):
+    """``head(mean_g features(g x))``: the feature extractor is made exactly invariant (Prop. 3.1(2))."""
+
+    def __init__(self, model: nn.Module, group: Group | str) -> None:
+        super().__init__()
+        self.model, self.group = model, get_group(group)
+        self.latent = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.stack([self.model.features(self.group.act(x, i)) for i in range(len(self.group))]).mean(0)
+        return self.model.head(self.latent(z))
 
 
 @register_model("cnn")

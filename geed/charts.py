@@ -1,0 +1,83 @@
+"""Altair charts with confidence intervals, read from tidy summary tables (mean, lo, hi).
+
+:func:`setup` selects altair's HTML renderer (the book serves vega itself, see ``geed.book``).
+"""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+__all__ = ["setup", "points_with_intervals", "lines_with_bands", "image_grid", "reference_rule"]
+
+
+def setup() -> None:
+    alt.renderers.enable("html")
+    alt.data_transformers.disable_max_rows()
+
+
+def _tooltip(df: pd.DataFrame, cols: list[str]) -> list:
+    return [alt.Tooltip(c, format=".4g") if pd.api.types.is_float_dtype(df[c]) else c for c in cols if c in df]
+
+
+def points_with_intervals(
+    summary: pd.DataFrame, x: str, color: str | None = None, y_title: str = "value", column: str | None = None,
+    x_sort: list | None = None, width: int = 320, height: int = 220, title: str | None = None, xoffset: bool = True,
+) -> alt.Chart:
+    """Means as points, 95% intervals as error bars; ``summary`` has columns mean, lo, hi."""
+    base = alt.Chart(summary)
+    enc = {"x": alt.X(f"{x}:N", sort=x_sort, title=x)}
+    if color:
+        enc["color"] = alt.Color(f"{color}:N", title=color)
+        if xoffset:
+            enc["xOffset"] = alt.XOffset(f"{color}:N")
+    tips = _tooltip(summary, [x, color, "mean", "lo", "hi", "n"] if color else [x, "mean", "lo", "hi", "n"])
+    pts = base.mark_point(filled=True, size=60).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips, **enc)
+    bars = base.mark_rule(strokeWidth=2).encode(y="lo:Q", y2="hi:Q", **enc)
+    chart = (bars + pts).properties(width=width, height=height)
+    if column:
+        chart = chart.facet(column=alt.Column(f"{column}:N", title=None))
+    if title:
+        chart = chart.properties(title=title)
+    return chart
+
+
+def lines_with_bands(
+    summary: pd.DataFrame, x: str, color: str, y_title: str = "value", facet: str | None = None,
+    columns: int = 3, width: int = 220, height: int = 160, title: str | None = None, x_title: str | None = None,
+    independent_y: bool = True,
+) -> alt.Chart:
+    """Mean curves over ``x`` with shaded 95% bands, one colour per ``color``."""
+    base = alt.Chart(summary)
+    enc = {"x": alt.X(f"{x}:Q", title=x_title or x), "color": alt.Color(f"{color}:N", title=color)}
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="hi:Q", **enc)
+    line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
+                                              tooltip=_tooltip(summary, [x, color, "mean", "lo", "hi", "n"]), **enc)
+    chart = (band + line).properties(width=width, height=height)
+    if facet:
+        chart = chart.facet(facet=alt.Facet(f"{facet}:N", title=None), columns=columns)
+        if independent_y:
+            chart = chart.resolve_scale(y="independent")
+    if title:
+        chart = chart.properties(title=title)
+    return chart
+
+
+def reference_rule(value: float, label: str) -> alt.Chart:
+    df = pd.DataFrame({"y": [value], "label": [label]})
+    return alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q", tooltip=["label", alt.Tooltip("y:Q", format=".4g")])
+
+
+def image_grid(images: np.ndarray, labels: list[str], size: int = 90, columns: int | None = None) -> alt.Chart:
+    """Small grey-scale images (``(k, H, W)``) as heat maps side by side."""
+    rows = []
+    for k, (img, lab) in enumerate(zip(images, labels)):
+        h, w = img.shape
+        ys, xs = np.mgrid[0:h, 0:w]
+        rows.append(pd.DataFrame({"panel": lab, "order": k, "x": xs.ravel(), "y": ys.ravel(), "v": img.ravel()}))
+    df = pd.concat(rows)
+    chart = alt.Chart(df).mark_rect().encode(
+        x=alt.X("x:O", axis=None), y=alt.Y("y:O", axis=None),
+        color=alt.Color("v:Q", scale=alt.Scale(scheme="greys"), legend=None),
+    ).properties(width=size, height=size)
+    return chart.facet(facet=alt.Facet("panel:N", sort=alt.SortField("order"), title=None), columns=columns or len(labels))

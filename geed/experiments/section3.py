@@ -1,0 +1,160 @@
+"""Section 3 of Kvinge et al.: the definitions, checked on examples with known answers.
+
+Each function returns a tidy DataFrame (one row per measured value) that the chapter charts.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import orbit as ev
+from ..actions import SpatialAction
+from ..examples import EquivariantMap, hand_example, proposition_31_example
+from ..groups import get_group
+from ..metrics import latent_eed, softmax_eed
+from ..models import GroupAveraged, InvariantFeatures, build_model
+
+__all__ = [
+    "known_answers",
+    "composition_error",
+    "interpolation_floor",
+    "normalisation_by_m",
+    "reference_points",
+    "figure1_orbit",
+    "proposition_31_2",
+]
+
+F64 = torch.float64
+
+
+def _sensitive_cnn(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 27 * 27, 9)
+    ).to(F64).eval()
+
+
+def known_answers(x: torch.Tensor) -> pd.DataFrame:
+    """Measured vs exact values for maps whose G-EED is known (float64)."""
+    rows = []
+    x = x.to(F64)
+    for g in ("C4", "D4", "flip"):
+        grp = get_group(g)
+        model = EquivariantMap().to(F64).eval()
+        rep = ev.evaluate(model, x, grp, channelwise={"blur2": SpatialAction(grp)}, logits=False)
+        rows.append(("exactly equivariant map: channelwise G-EED", g, rep[("channelwise", "blur2")].value, -1.0))
+    for g in ("C4", "D4"):
+        rep = ev.evaluate(GroupAveraged(_sensitive_cnn(0), g).eval(), x, g)
+        rows.append(("group-averaged model: softmax G-EED", g, rep[("softmax", ev.OUTPUT)].value, 0.0))
+        rows.append(("group-averaged model: logit invariance error (LI)", g, rep[("LI", ev.OUTPUT)].value, 0.0))
+    same = torch.randn(1, 5, 9, dtype=F64).expand(8, 5, 9).contiguous()
+    rows.append(("identical predictions: softmax G-EED (KL)", "C8", softmax_eed(same, get_group("C8")).value, 0.0))
+    for key, (measured, exact) in hand_example().items():
+        rows.append((f"two-point example by hand: {key}", "flip", measured, exact))
+    p = proposition_31_example()
+    rows.append(("Prop. 3.1(1): f = f2 o f1", "flip", p.f, 0.0))
+    df = pd.DataFrame(rows, columns=["check", "group", "measured", "exact"])
+    df["abs_error"] = (df["measured"] - df["exact"]).abs()
+    return df
+
+
+def composition_error(x: torch.Tensor) -> pd.DataFrame:
+    """Relative error of g_i (g_j x) against (g_i g_j) x, per pair of elements, on images ``x``."""
+    rows = []
+    x = x.to(F64)
+    for name in ("C4", "D4", "C8", "D8"):
+        for mask in (False, True):
+            g = get_group(name, mask=mask)
+            for i in range(len(g)):
+                for j in range(len(g)):
+                    a, b = g.act(g.act(x, j), i), g.act(x, g.compose(i, j))
+                    err = ((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(1e-30)).numpy()
+                    rows.append({"group": name, "mask": mask, "pair": f"{i},{j}", "error": float(err.mean())})
+    return pd.DataFrame(rows)
+
+
+def interpolation_floor(x: torch.Tensor, width: float, seeds: list[int]) -> pd.DataFrame:
+    """Per-model deviation from exact equivariance, ``1 + channelwise G-EED``, after each block of an
+    untrained C8 steerable CNN and a conventional CNN, under C4 (exact) and C8 (interpolated),
+    with and without the circular mask. One row per (model seed, block, group, mask)."""
+    rows = []
+    for seed in seeds:
+        for family in ("c8cnn", "cnn"):
+            model = build_model(family, width=width, seed=seed).eval()
+            for gname in ("C4", "C8"):
+                for mask in (True, False):
+                    g = get_group(gname, mask=mask)
+                    rep = ev.evaluate(model, x, g, channelwise=model.layer_actions(g), logits=False)
+                    for b in model.blocks:
+                        r = rep[("channelwise", b)]
+                        rows.append({"family": family, "seed": seed, "group": gname, "mask": mask, "block": b,
+                                     "deviation": 1.0 + r.value})
+    return pd.DataFrame(rows)
+
+
+def normalisation_by_m(x: torch.Tensor, width: float, seed: int, scales=(0.01, 0.1, 1.0, 10.0, 100.0)) -> pd.DataFrame:
+    """Latent l2 G-EED of a CNN whose latent space is multiplied by a constant: normalised vs not."""
+    model = build_model("cnn", width=width, seed=seed).eval()
+    g = get_group("C8", mask=True)
+    Z = ev.orbit_outputs(model, x, g, ["latent"])["latent"].to(F64)
+    rows = []
+    for c in scales:
+        for normalise in (True, False):
+            r = latent_eed(c * Z, g, "l2", normalise=normalise)
+            lo, hi = r.ci()
+            rows.append({"scale": c, "variant": "normalised by M" if normalise else "unnormalised",
+                         "mean": r.value, "lo": lo, "hi": hi, "n": len(r.per_sample)})
+    return pd.DataFrame(rows)
+
+
+def reference_points(x: torch.Tensor, width: float, seed: int) -> pd.DataFrame:
+    """Per-sample latent (l2) and softmax C8-EED measured against the orbit mean (the paper's fhat)
+    and against the untransformed input's output, for three untrained models."""
+    g = get_group("C8", mask=True)
+    models = {
+        "CNN": build_model("cnn", width=width, seed=seed).eval(),
+        "C8-CNN": build_model("c8cnn", width=width, seed=seed).eval(),
+        "sensitive toy CNN": _sensitive_cnn(seed),
+    }
+    rows = []
+    for label, model in models.items():
+        latent = "latent" if hasattr(model, "latent_layer") else None
+        rep = ev.evaluate(model, x, g, latent=latent, references=("orbit", "input"))
+        for metric in (["latent_l2"] if latent else []) + ["softmax"]:
+            layer = "latent" if metric.startswith("latent") else ev.OUTPUT
+            a, b = rep[(metric, layer)], rep[(metric + "@input", layer)]
+            for n, (va, vb) in enumerate(zip(a.per_sample, b.per_sample)):
+                rows.append({"model": label, "metric": metric, "sample": n, "orbit mean": va, "untransformed input": vb})
+    return pd.DataFrame(rows)
+
+
+def figure1_orbit(x_one: torch.Tensor, width: float, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """The C4 orbit of one digit and the three metric types (channelwise after block 1, latent, softmax)
+    for an untrained CNN and C8-CNN, measured on that single orbit."""
+    g = get_group("C4")
+    images = g.orbit(x_one[:1])[:, 0, 0].numpy()
+    rows = []
+    for label, family in (("CNN", "cnn"), ("C8-CNN", "c8cnn")):
+        model = build_model(family, width=width, seed=seed).eval()
+        rep = ev.evaluate(model, x_one[:1], g, channelwise={"block1": model.layer_actions(g)["block1"]}, latent=None)
+        Z = ev.orbit_outputs(model, x_one[:1], g, ["latent"])["latent"]
+        rep.results[("latent_cosine_unnormalised", "latent")] = latent_eed(Z, g, "cosine", normalise=False)
+        # (latent l2 divided by M needs at least two data points; one orbit has one)
+        for metric, layer, label_m in (("channelwise", "block1", "channelwise (block 1)"),
+                                       ("latent_cosine_unnormalised", "latent", "latent (-cosine)"), ("softmax", ev.OUTPUT, "softmax (KL)")):
+            rows.append({"model": label, "metric": label_m, "value": rep[(metric, layer)].value})
+    return images, pd.DataFrame(rows)
+
+
+def proposition_31_2(x: torch.Tensor, width: float, seed: int) -> pd.DataFrame:
+    """Prop. 3.1(2): a CNN whose feature extractor is made exactly C4-invariant (averaged over the
+    orbit) is invariant; the same CNN without it is not. Per-sample softmax and LI values."""
+    base = build_model("cnn", width=width, seed=seed).to(F64).eval()
+    rows = []
+    for label, model in (("features averaged over C4", InvariantFeatures(base, "C4").eval()), ("plain CNN", base)):
+        rep = ev.evaluate(model, x.to(F64), "C4", latent="latent", logits=True)
+        for metric, layer in (("latent_l2", "latent"), ("softmax", ev.OUTPUT), ("LI", ev.OUTPUT)):
+            for n, v in enumerate(rep[(metric, layer)].per_sample):
+                rows.append({"model": label, "metric": metric, "sample": n, "value": v})
+    return pd.DataFrame(rows)

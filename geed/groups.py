@@ -76,10 +76,22 @@ def disc_mask(height: int, width: int, like: torch.Tensor | None = None) -> torc
     return mask
 
 
+@lru_cache(maxsize=256)
+def _rotation_grid(angle: float, h: int, w: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    theta = math.radians(angle)
+    c, s = math.cos(theta), math.sin(theta)
+    # affine_grid maps output coordinates to input coordinates; (x, y) with y pointing down.
+    # Rotating the image counter-clockwise on screen samples the input at R(+theta) applied
+    # to the output coordinate in that frame.
+    mat = torch.tensor([[[c, -s * h / w, 0.0], [s * w / h, c, 0.0]]], dtype=dtype, device=device)
+    return F.affine_grid(mat, [1, 1, h, w], align_corners=False)
+
+
 def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
     """Rotate the last two axes of ``x`` by ``angle`` degrees counter-clockwise about the centre.
 
-    Exact (a pixel permutation) for multiples of 90 degrees; bilinear interpolation otherwise.
+    Exact (a pixel permutation) for multiples of 90 degrees; bilinear interpolation otherwise
+    (one sampling grid, cached, shared by every image and channel).
     """
     angle = angle % 360
     quarter = angle / 90
@@ -87,17 +99,8 @@ def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
         return torch.rot90(x, int(round(quarter)) % 4, dims=(-2, -1))
     shape = x.shape
     h, w = shape[-2], shape[-1]
-    flat = x.reshape(-1, 1, h, w)
-    theta = math.radians(angle)
-    c, s = math.cos(theta), math.sin(theta)
-    # affine_grid maps output coordinates to input coordinates; (x, y) with y pointing down.
-    # Rotating the image counter-clockwise on screen samples the input at R(+theta) applied
-    # to the output coordinate in that frame.
-    mat = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
-    if h != w:
-        mat[0, 1] *= h / w
-        mat[1, 0] *= w / h
-    grid = F.affine_grid(mat.expand(flat.shape[0], 2, 3), list(flat.shape), align_corners=False)
+    flat = x.reshape(1, -1, h, w)
+    grid = _rotation_grid(float(angle), int(h), int(w), x.dtype, str(x.device))
     out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(shape)
 

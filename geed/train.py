@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from .data import DigitData, random_rotation
+from .groups import get_group
 from .models import build_model
+from .saliency import logit_invariance_penalty
 
 __all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "load_checkpoint"]
 
@@ -37,6 +39,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     augment: bool = True
     schedule: str = "cosine"  # learning rate: "cosine" (decays to 0 at the last iteration) or "constant"
+    invariance_weight: float = 0.0  # nu of the LI regulariser of Moskalev et al. (0: none)
+    invariance_group: str = "C8"
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
@@ -45,6 +49,8 @@ class TrainConfig:
             raise ValueError("batch_size and checkpoint_every must be positive")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
+        if self.invariance_weight < 0:
+            raise ValueError(f"invariance_weight must be >= 0; got {self.invariance_weight}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
 
@@ -60,7 +66,8 @@ class TrainConfig:
 
     def name(self) -> str:
         return (f"{self.family}-w{self.width:g}-s{self.seed}-it{self.iterations}-b{self.batch_size}-lr{self.lr:g}"
-                f"-{self.schedule}-wd{self.weight_decay:g}-aug{int(self.augment)}")
+                f"-{self.schedule}-wd{self.weight_decay:g}-aug{int(self.augment)}"
+                + (f"-inv{self.invariance_weight:g}{self.invariance_group}" if self.invariance_weight else ""))
 
 
 @dataclass
@@ -161,6 +168,7 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
         start = 0
         _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": 0}, directory / "step000000.pt")
     loss_fn = nn.CrossEntropyLoss()
+    inv_group = get_group(config.invariance_group, mask=True)
     t0, running = time.time(), 0.0
     model.train()
     for it in range(start + 1, config.iterations + 1):
@@ -171,7 +179,10 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
         for group in opt.param_groups:
             group["lr"] = config.lr_at(it)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        if config.invariance_weight:
+            loss = loss + config.invariance_weight * logit_invariance_penalty(model, xb, logits, inv_group, gen)
         loss.backward()
         opt.step()
         running += loss.item()

@@ -71,5 +71,8 @@ def logit_invariance_penalty(model: nn.Module, x: torch.Tensor, logits: torch.Te
     """Training penalty: 1/2 ||f(x) - f(g x)||^2 averaged over the batch, one random non-identity g per sample
     (the LI error of Moskalev et al. as a regulariser)."""
     idx = torch.randint(1, len(group), (x.shape[0],), generator=generator)
-    gx = torch.stack([group.act(x[n : n + 1], int(i))[0] for n, i in enumerate(idx)])
+    gx = torch.empty_like(x)
+    for i in idx.unique().tolist():
+        sel = idx == i
+        gx[sel] = group.act(x[sel], i)
     return 0.5 * (logits - model(gx)).pow(2).sum(1).mean()

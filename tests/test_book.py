@@ -79,3 +79,10 @@ def test_readme_example_runs_as_written():
     summary = scope["report"].summary()
     assert {"channelwise", "latent_l2", "latent_cosine", "softmax", "DI", "LI"} <= set(summary["metric"])
     assert summary["value"].notna().all()
+
+
+def test_every_profile_parameter_exists_in_its_chapter():
+    for profile in book.PROFILES:
+        for chapter, params in book.load_profile(profile, ROOT).items():
+            known = book._notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb")
+            assert set(params) <= known, (profile, chapter, set(params) - known)

@@ -55,7 +55,7 @@ def _vjp(model: Callable, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def jacobian_spectral_norm(model: nn.Module | Callable, x: torch.Tensor, n_iter: int = 30, seed: int = 0,
-                           tol: float = 1e-6) -> np.ndarray:
+                           tol: float = 1e-9) -> np.ndarray:
     """Per-sample largest singular value of d model(x) / d x (power iteration on J^T J)."""
     if n_iter < 1:
         raise ValueError(f"n_iter must be positive; got {n_iter}")

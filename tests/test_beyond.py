@@ -20,8 +20,8 @@ def _toy(seed=0):
 def test_spectral_norm_of_a_linear_map_is_its_largest_singular_value():
     W = torch.randn(5, 72, dtype=torch.float64)
     x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
-    sigma = jacobian_spectral_norm(lambda t: t.flatten(1) @ W.T, x, n_iter=300)
-    assert np.allclose(sigma, torch.linalg.matrix_norm(W, ord=2).item(), rtol=1e-6)
+    sigma = jacobian_spectral_norm(lambda t: t.flatten(1) @ W.T, x, n_iter=500)
+    assert np.allclose(sigma, torch.linalg.matrix_norm(W, ord=2).item(), rtol=1e-5)
 
 
 def test_spectral_norm_works_on_an_e2cnn_model():
@@ -37,7 +37,9 @@ def test_lie_derivative_matches_finite_differences_and_vanishes_for_constant_mod
     h = 1e-5
     fd = (model(rotate_differentiable(xm, torch.tensor(h, dtype=torch.float64)))
           - model(rotate_differentiable(xm, torch.tensor(-h, dtype=torch.float64)))) / (2 * h)
-    assert np.allclose(lie_derivative(model, x), fd.norm(dim=1).detach().numpy(), rtol=1e-3)
+    lie = lie_derivative(model, x)
+    assert np.all(lie > 1e-3)  # a model that actually responds to the rotation
+    assert np.allclose(lie, fd.norm(dim=1).detach().numpy(), rtol=1e-3)
     const = lambda t: t.flatten(1)[:, :1] * 0 + 1.0
     assert np.all(lie_derivative(const, x) == 0)
 

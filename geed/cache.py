@@ -32,8 +32,8 @@ def code_version() -> str:
     """Short hash of the ``geed`` package sources (the same in every clone of the same code)."""
     h = hashlib.sha256()
     pkg = Path(__file__).parent
-    for f in sorted(pkg.glob("*.py")):
-        h.update(f.name.encode())
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(f.relative_to(pkg).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 

@@ -1,0 +1,174 @@
+"""Section 4.3: models trained from scratch vs from pretrained weights, on a task with no preferred orientation.
+
+* :func:`pretrained_source` decides, per architecture, where the "pretrained" weights come from:
+  the published ImageNet weights when a local file exists (:func:`geed.zoo.find_weights`), or an
+  offline pretraining on the upright-photo task (:func:`offline_pretraining`), which stands in for
+  ImageNet: natural images with a preferred orientation, learned without rotations.
+* :func:`train_architecture` fine-tunes ``seeds`` models from each initialisation on the
+  orientation-free task, keeping a checkpoint every ``record_every`` iterations.
+* :func:`track` measures every checkpoint with one D8 orbit pass: latent C8- and D8-EED (l2 and
+  cosine, normalised by M on the test patches) and softmax C8-EED. C8 is the rotation half of D8,
+  so its values come from the same pass.
+
+Tables are tidy: one row per (arch, init, seed, step, metric) with ``value``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from .. import orbit as ev
+from ..cache import fingerprint
+from ..finetune import FitConfig, FitResult, fit
+from ..groups import get_group
+from ..metrics import latent_eed, softmax_eed
+from ..patches import get_task
+from ..zoo import WeightsNotFound, find_weights, load_pretrained
+from .rotated_digits import checkpoint_dir
+
+__all__ = ["pretrained_source", "offline_pretraining", "train_architecture", "track", "claims_43", "INITS", "SOURCE_TASK", "TARGET_TASK"]
+
+SOURCE_TASK, TARGET_TASK = "upright-photos", "orientation-free"
+INITS = ("from scratch", "pretrained")
+SOURCES = ("auto", "published", "offline")
+
+
+def offline_pretraining(arch: str, iterations: int, batch_size: int, lr: float, progress: bool = True) -> FitResult:
+    """Supervised training on upright photographs (no rotations): the offline stand-in for ImageNet weights."""
+    config = FitConfig(arch=arch, task=SOURCE_TASK, objective="supervised", seed=0, iterations=iterations,
+                       record_every=max(1, iterations), batch_size=batch_size, lr=lr)
+    return fit(config, checkpoint_dir(), progress=progress)
+
+
+def pretrained_source(arch: str, source: str, pretrain_iterations: int, batch_size: int, lr: float,
+                      weights_dir=None, progress: bool = True) -> tuple[str, Callable, dict]:
+    """``(label, init_body, info)`` for the pretrained initialisation of ``arch``.
+
+    ``source``: ``published`` (a local file of the published weights, an error when there is none),
+    ``offline`` (pretrain on upright photographs), ``auto`` (published when found, else offline)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
+    if source in ("auto", "published"):
+        try:
+            path = find_weights(arch, weights_dir)
+            return f"published:{path.name}", (lambda m: load_pretrained(m, path)), {"arch": arch, "weights": f"published ({path})"}
+        except WeightsNotFound:
+            if source == "published":
+                raise
+    res = offline_pretraining(arch, pretrain_iterations, batch_size, lr, progress)
+    state = torch.load(res.checkpoints[max(res.checkpoints)], map_location="cpu", weights_only=False)["kept"]
+    body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")}
+    info = {"arch": arch, "weights": f"offline pretraining on {SOURCE_TASK} ({pretrain_iterations} iterations)",
+            "source-task accuracy": res.test_accuracy}
+    tag = f"offline-{res.config.task}-it{res.config.iterations}-{fingerprint(asdict(res.config))[:8]}"
+    return tag, (lambda m: load_pretrained(m, dict(body))), info
+
+
+def train_architecture(arch: str, seeds: list[int], iterations: int, record_every: int, batch_size: int, lr: float,
+                       pretrained: tuple[str, Callable], progress: bool = True) -> dict[str, list[FitResult]]:
+    """``seeds`` models per initialisation, fine-tuned on the orientation-free task."""
+    base = FitConfig(arch=arch, task=TARGET_TASK, iterations=iterations, record_every=record_every, batch_size=batch_size, lr=lr)
+    label, init_body = pretrained
+    out: dict[str, list[FitResult]] = {}
+    for init, (tag, fn) in zip(INITS, (("scratch", None), (label, init_body))):
+        out[init] = []
+        for k, s in enumerate(seeds, 1):
+            if progress:
+                print(f"[{arch}, {init}] model {k}/{len(seeds)} (seed {s})", flush=True)
+            out[init].append(fit(replace(base, init=tag, seed=s), checkpoint_dir(), init_body=fn, progress=progress))
+    return out
+
+
+def measure(model: torch.nn.Module, x: torch.Tensor, x_ref: torch.Tensor) -> list[dict]:
+    """Latent C8/D8-EED (l2, cosine; normalised by M over ``x_ref``) and softmax C8-EED from one D8 pass."""
+    d8, c8 = get_group("D8", mask=True), get_group("C8", mask=True)
+    Y = ev.orbit_outputs(model, x, d8, [model.latent_layer])
+    Z_ref = ev.forward_outputs(model, x_ref, [model.latent_layer])[model.latent_layer]
+    Z, logits = Y[model.latent_layer], Y[ev.OUTPUT]
+    rows = []
+    for group, sl in ((c8, slice(0, 8)), (d8, slice(None))):
+        for dist in ("l2", "cosine"):
+            r = latent_eed(Z[sl], group, dist, normalise=True, reference_points=Z_ref)
+            rows.append({"metric": f"latent_{dist}", "group": group.name, "value": r.value, "M": r.normaliser})
+    rows.append({"metric": "softmax", "group": "C8", "value": softmax_eed(logits[:8], c8).value, "M": float("nan")})
+    return rows
+
+
+def track(results: dict[str, dict[str, list[FitResult]]], n_points: int, n_reference: int, seed: int = 0,
+          progress: bool = True) -> pd.DataFrame:
+    """Every checkpoint of every model of every architecture, measured on test patches of the target task."""
+    task = get_task(TARGET_TASK)
+    x, _ = task.fixed("test", n_points, seed)
+    x_ref, _ = task.fixed("test", n_reference, seed + 1)
+    rows, t0 = [], time.time()
+    for arch, by_init in results.items():
+        for init, fits in by_init.items():
+            for res in fits:
+                for step in sorted(res.checkpoints):
+                    for r in measure(res.model(step), x, x_ref):
+                        rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, **r})
+        if progress:
+            print(f"[measure] {arch} done ({time.time() - t0:.0f} s)", flush=True)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- claims of 4.3
+def _sel(df: pd.DataFrame, **where) -> pd.Series:
+    for k, v in where.items():
+        df = df[df[k] == v]
+    return df.sort_values("seed")["value"]
+
+
+def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame) -> list[tuple]:
+    """Verdicts on the claims of Section 4.3 (per architecture), from the tracking table and the accuracies."""
+    from .. import claims as C
+
+    archs = list(dict.fromkeys(tr["arch"]))
+    steps = sorted(tr["step"].unique())
+    first = steps[1] if len(steps) > 1 else steps[0]
+    last = steps[-1]
+    fin = tr[tr.step == last]
+    out = []
+
+    def scratch_vs_pre(df, arch, metric, group):
+        return C.compare(_sel(df, arch=arch, init="pretrained", metric=metric, group=group),
+                         _sel(df, arch=arch, init="from scratch", metric=metric, group=group), f"{arch} pretrained", "from scratch")
+
+    for arch in archs:
+        out.append((f"4.3-1-{arch}", "Sec. 4.3, Fig. 4", f"{arch}: trained from scratch, the latent space is more C8-invariant (lower latent C8-EED, l2) than when starting from pretrained weights.",
+                    scratch_vs_pre(fin, arch, "latent_l2", "C8")))
+    for arch in archs:
+        out.append((f"4.3-2-{arch}", "Sec. 4.3, Fig. 4", f"{arch}: from scratch, latent C8-EED rises over training (from step {first} to step {last}).",
+                    C.compare(_sel(fin, arch=arch, init="from scratch", metric="latent_l2", group="C8"),
+                              _sel(tr, arch=arch, init="from scratch", metric="latent_l2", group="C8", step=first), "final", f"step {first}", across="paired")))
+        out.append((f"4.3-3-{arch}", "Sec. 4.3, Fig. 4", f"{arch}: from pretrained weights, latent C8-EED falls over training (from step {first} to step {last}).",
+                    C.compare(_sel(tr, arch=arch, init="pretrained", metric="latent_l2", group="C8", step=first),
+                              _sel(fin, arch=arch, init="pretrained", metric="latent_l2", group="C8"), f"step {first}", "final", across="paired")))
+    for arch in archs:
+        acc = accuracies[accuracies.arch == arch]
+        out.append((f"4.3-4-{arch}", "Sec. 4.3", f"{arch}: models started from pretrained weights reach a higher test accuracy.",
+                    C.compare(acc[acc.init == "pretrained"].sort_values("seed")["accuracy"], acc[acc.init == "from scratch"].sort_values("seed")["accuracy"],
+                              "pretrained", "from scratch")))
+    for arch in archs:
+        out.append((f"4.3-5-{arch}", "Sec. 4.3, Fig. 10", f"{arch}: the same holds with the dihedral group D8 (latent D8-EED, l2, lower from scratch).",
+                    scratch_vs_pre(fin, arch, "latent_l2", "D8")))
+    latent = {a: scratch_vs_pre(fin, a, "latent_l2", "C8") for a in archs}
+    soft = {a: scratch_vs_pre(fin, a, "softmax", "C8") for a in archs}
+    differ = [a for a in archs if soft[a].verdict != latent[a].verdict]
+    out.append(("4.3-6", "Sec. 4.3, Fig. 16", "In softmax C8-EED the comparison of pretrained and from-scratch models is less clear-cut than in latent C8-EED.",
+                C.Verdict(C.HOLDS if differ else C.FAILS,
+                          f"architectures whose softmax verdict differs from their latent verdict: {differ or 'none'}; "
+                          + "; ".join(f"{a}: latent {latent[a].verdict}, softmax {soft[a].verdict} ({soft[a].figures})" for a in archs),
+                          "holds if, for at least one architecture, the softmax verdict (pretrained > from scratch) differs from the latent (l2) verdict")))
+    cos = {a: scratch_vs_pre(fin, a, "latent_cosine", "C8") for a in archs}
+    opposite = [a for a in archs if {cos[a].verdict, latent[a].verdict} == {C.HOLDS, C.FAILS}]
+    out.append(("4.3-7", "Sec. 1 (4), Sec. 4.3", "Whether pretrained models are judged more invariant depends on the distance: l2 and cosine latent C8-EED disagree.",
+                C.Verdict(C.HOLDS if opposite else C.FAILS if all(cos[a].verdict == latent[a].verdict for a in archs) else C.INCONCLUSIVE,
+                          f"architectures with opposite significant verdicts: {opposite or 'none'}; "
+                          + "; ".join(f"{a}: l2 {latent[a].verdict}, cosine {cos[a].verdict}" for a in archs),
+                          "holds if for some architecture l2 and cosine give opposite significant verdicts; does not hold if they agree for every architecture; otherwise inconclusive")))
+    return out

@@ -1,0 +1,112 @@
+"""Patch tasks, resumable training with each objective, and the claim rules of Sections 4.3 and 4.4."""
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from geed import claims as C
+from geed.experiments.pretrained import claims_43
+from geed.experiments.selfsup import LABELS, claims_44, summary
+from geed.finetune import FitConfig, augment, fit
+from geed.groups import disc_mask
+from geed.patches import SIZE, get_task
+
+
+@pytest.mark.parametrize("name", ["orientation-free", "upright-photos"])
+def test_patch_tasks_are_masked_reproducible_and_labelled(name):
+    task = get_task(name)
+    x, y = task.fixed("test", 40, seed=3)
+    assert x.shape == (40, 3, SIZE, SIZE) and y.min() >= 0 and y.max() < task.n_classes == 9
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert float((x * (1 - disc_mask(SIZE, SIZE))).abs().max()) == 0  # nothing outside the disc
+    x2, _ = task.fixed("test", 40, seed=3)
+    assert torch.equal(x, x2)
+    xt, _ = task.fixed("train", 40, seed=3)
+    assert not torch.equal(x, xt)
+
+
+def test_patch_task_errors():
+    with pytest.raises(ValueError, match="unknown patch task"):
+        get_task("imagenet")
+    with pytest.raises(ValueError, match="split"):
+        get_task("upright-photos").sample("val", 3, torch.Generator())
+
+
+def test_augment_keeps_shape_and_range():
+    x = torch.rand(6, 3, SIZE, SIZE)
+    out = augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+@pytest.mark.parametrize("objective", ["supervised", "simclr", "dino"])
+def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, objective):
+    cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=4, record_every=2, batch_size=4)
+    full = fit(cfg, tmp_path / "a", progress=False)
+    fit(cfg, tmp_path / "b", progress=False)
+    folder = tmp_path / "b" / cfg.name()
+    (folder / "step000004.pt").unlink()
+    (folder / "result.json").unlink()
+    resumed = fit(cfg, tmp_path / "b", progress=False)
+    a, b = full.model().state_dict(), resumed.model().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], full.model(0).state_dict()[k]) for k in a)  # training changed something
+
+
+def test_dino_keeps_the_teacher():
+    cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective="dino", iterations=2, record_every=2, batch_size=4)
+    with pytest.raises(ValueError, match="objective"):
+        FitConfig(objective="byol")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res = fit(cfg, d, progress=False)
+        state = torch.load(res.checkpoints[2], weights_only=False)
+    student = {k[5:]: v for k, v in state["model"].items() if k.startswith("body.")}
+    teacher = {k[len("teacher_body."):]: v for k, v in state["objective"].items() if k.startswith("teacher_body.")}
+    kept = {k[5:]: v for k, v in state["kept"].items() if k.startswith("body.")}
+    assert all(torch.equal(kept[k], teacher[k]) for k in kept)
+    assert not all(torch.equal(kept[k], student[k]) for k in kept)
+
+
+def _track43(scratch_better: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    rows, acc = [], []
+    for arch, init, seed, step in itertools.product(["a", "b"], ["from scratch", "pretrained"], range(4), [0, 10, 20]):
+        low = (init == "from scratch") == scratch_better
+        trend = 1 + (0.002 if init == "from scratch" else -0.002) * step
+        for metric, group in (("latent_l2", "C8"), ("latent_l2", "D8"), ("latent_cosine", "C8"), ("softmax", "C8")):
+            v = (0.2 if low else 0.3) * trend + 1e-4 * rng.normal()
+            rows.append({"arch": arch, "init": init, "seed": seed, "step": step, "metric": metric, "group": group, "value": v})
+        if step == 20:
+            acc.append({"arch": arch, "init": init, "seed": seed, "accuracy": (0.9 if init == "pretrained" else 0.8) + 1e-3 * rng.normal()})
+    return pd.DataFrame(rows), pd.DataFrame(acc)
+
+
+def test_claims_43_follow_the_numbers():
+    v = {cid: verdict.verdict for cid, _, _, verdict in claims_43(*_track43(True))}
+    assert v["4.3-1-a"] == v["4.3-1-b"] == C.HOLDS and v["4.3-5-a"] == C.HOLDS
+    assert v["4.3-2-a"] == v["4.3-3-b"] == C.HOLDS and v["4.3-4-a"] == C.HOLDS
+    assert v["4.3-6"] == C.FAILS and v["4.3-7"] == C.FAILS  # every metric agrees in the synthetic table
+    flipped = {cid: verdict.verdict for cid, _, _, verdict in claims_43(*_track43(False))}
+    assert flipped["4.3-1-a"] == flipped["4.3-5-b"] == C.FAILS
+
+
+def _table44(simclr_level: float, n_seeds: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    levels = {"supervised": 0.3, "simclr": simclr_level, "dino": 0.4}
+    rows = []
+    for (kind, lvl), seed, metric, i in itertools.product(levels.items(), range(n_seeds), ["latent_l2", "latent_cosine"], range(50)):
+        rows.append({"model": LABELS[kind], "seed": seed, "metric": metric, "sample": i, "value": lvl + 0.01 * rng.normal()})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_claims_44_follow_the_numbers(n_seeds):
+    v = {cid: verdict.verdict for cid, _, _, verdict in claims_44(_table44(0.1, n_seeds))}
+    assert v == {"4.4-1": C.HOLDS, "4.4-2": C.HOLDS, "4.4-3": C.HOLDS}
+    v = {cid: verdict.verdict for cid, _, _, verdict in claims_44(_table44(0.5, n_seeds))}
+    assert v["4.4-1"] == v["4.4-2"] == C.FAILS
+    s = summary(_table44(0.1, n_seeds))
+    assert set(s["interval"]) == {"across inputs" if n_seeds == 1 else "across models"}

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .patches import get_task
-from .train import _latest, _save
+from .train import _latest, _save, cpu_state, training_device
 from .zoo import ZooModel, build_zoo_model
 
 __all__ = ["FitConfig", "FitResult", "fit", "augment", "OBJECTIVES", "load_fitted"]
@@ -83,8 +83,12 @@ class FitResult:
         return load_fitted(self.config, self.checkpoints[max(self.checkpoints) if step is None else step])
 
 
+def _on(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x.to(next(model.parameters()).device)
+
+
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip, random resized crop (70-100% of the side) and brightness/contrast jitter."""
+    """Random horizontal flip, random resized crop (70-100% of the side) and brightness/contrast jitter (on the CPU)."""
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -119,7 +123,7 @@ class Supervised(Objective):
         self.use_augment = use_augment
 
     def loss(self, model, x, y, gen):
-        return F.cross_entropy(model(augment(x, gen) if self.use_augment else x), y)
+        return F.cross_entropy(model(_on(model, augment(x, gen) if self.use_augment else x)), _on(model, y))
 
 
 def _projector(d: int, out: int) -> nn.Module:
@@ -133,11 +137,11 @@ class SimCLR(Objective):
         self.proj, self.t = _projector(model.latent_dim, dim), temperature
 
     def loss(self, model, x, y, gen):
-        z = F.normalize(self.proj(model.features(torch.cat([augment(x, gen), augment(x, gen)]))), dim=1)
+        z = F.normalize(self.proj(model.features(_on(model, torch.cat([augment(x, gen), augment(x, gen)])))), dim=1)
         n = x.shape[0]
         sim = z @ z.t() / self.t
-        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-        target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        target = _on(model, torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]))
         return F.cross_entropy(sim, target)
 
 
@@ -157,7 +161,7 @@ class DINO(Objective):
         return list(self.head.parameters())
 
     def loss(self, model, x, y, gen):
-        views = torch.cat([augment(x, gen), augment(x, gen)])
+        views = _on(model, torch.cat([augment(x, gen), augment(x, gen)]))
         n = x.shape[0]
         student = self.head(model.features(views)) / self.ts
         with torch.no_grad():
@@ -199,7 +203,7 @@ def load_fitted(config: FitConfig, path: Path) -> ZooModel:
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
     model.eval()
-    hits = sum(int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum()) for s in range(0, len(y), batch))
+    hits = sum(int((model(_on(model, x[s : s + batch])).argmax(1).cpu() == y[s : s + batch]).sum()) for s in range(0, len(y), batch))
     return hits / max(1, len(y))
 
 
@@ -222,13 +226,15 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
     if init_body is not None:
         init_body(model)
     objective = _objective(config, model)
+    device = training_device()
+    model, objective = model.to(device), objective.to(device)
     params = list(model.parameters()) + [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     gen = torch.Generator().manual_seed(20_000 + config.seed)
 
     def snapshot(it: int) -> None:
-        _save({"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": opt.state_dict(),
-               "generator": gen.get_state(), "kept": objective.kept(model).state_dict(), "step": it}, ckpt[it])
+        _save({"model": cpu_state(model), "objective": cpu_state(objective), "optimizer": cpu_state(opt),
+               "generator": gen.get_state(), "kept": cpu_state(objective.kept(model)), "step": it}, ckpt[it])
 
     start, state = _latest(directory, steps)
     if state is not None:

@@ -24,7 +24,32 @@ from .groups import get_group
 from .models import build_model
 from .saliency import logit_invariance_penalty
 
-__all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "load_checkpoint"]
+__all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "load_checkpoint", "training_device"]
+
+
+def training_device() -> torch.device:
+    """Where models are trained: ``$GEED_DEVICE`` when set, else CUDA when available, else the CPU.
+    Batches are drawn and augmented on the CPU (seeded generators), then moved; checkpoints are
+    saved from the CPU, so they load anywhere."""
+    name = os.environ.get("GEED_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"GEED_DEVICE={name!r} is not a device torch knows ({exc})") from None
+
+
+def cpu_state(module) -> dict:
+    """A module's state dict (or an optimiser's) with every tensor on the CPU."""
+    def to_cpu(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach().cpu()
+        if isinstance(v, dict):
+            return {k: to_cpu(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [to_cpu(x) for x in v]
+        return v
+
+    return to_cpu(module.state_dict())
 
 
 @dataclass(frozen=True)
@@ -107,9 +132,10 @@ def load_state(model: nn.Module, state: dict) -> None:
 @torch.no_grad()
 def accuracy(model: nn.Module, data: DigitData, batch: int = 500) -> float:
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for s in range(0, len(data), batch):
-        correct += int((model(data.x[s : s + batch]).argmax(1) == data.y[s : s + batch]).sum())
+        correct += int((model(data.x[s : s + batch].to(device)).argmax(1).cpu() == data.y[s : s + batch]).sum())
     return correct / max(1, len(data))
 
 
@@ -153,7 +179,8 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
             warnings.warn(f"{meta_path} is unreadable; retraining what is missing")
 
     torch.manual_seed(config.seed)
-    model = build_model(config.family, width=config.width, seed=config.seed)
+    device = training_device()
+    model = build_model(config.family, width=config.width, seed=config.seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(10_000 + config.seed)
     start, state = _latest(directory, steps)
@@ -166,7 +193,7 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
             print(f"[train {config.name()}] resuming from step {start}", flush=True)
     else:
         start = 0
-        _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": 0}, directory / "step000000.pt")
+        _save({"model": cpu_state(model), "optimizer": cpu_state(opt), "generator": gen.get_state(), "step": 0}, directory / "step000000.pt")
     loss_fn = nn.CrossEntropyLoss()
     inv_group = get_group(config.invariance_group, mask=True)
     t0, running = time.time(), 0.0
@@ -176,6 +203,7 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
         xb, yb = train_data.x[idx], train_data.y[idx]
         if config.augment:
             xb = random_rotation(xb, gen)
+        xb, yb = xb.to(device), yb.to(device)
         for group in opt.param_groups:
             group["lr"] = config.lr_at(it)
         opt.zero_grad(set_to_none=True)
@@ -187,7 +215,7 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
         opt.step()
         running += loss.item()
         if it in steps:
-            _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": it},
+            _save({"model": cpu_state(model), "optimizer": cpu_state(opt), "generator": gen.get_state(), "step": it},
                   directory / f"step{it:06d}.pt")
         if progress and (it % log_every == 0 or it == config.iterations):
             n = log_every if it % log_every == 0 else it % log_every

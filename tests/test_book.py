@@ -81,6 +81,15 @@ def test_readme_example_runs_as_written():
     assert summary["value"].notna().all()
 
 
+def test_readme_registry_example_runs_as_written():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Using `geed` on your own model", 1)[1].split("```python")[2].split("```", 1)[0]
+    assert "zoo.build_zoo_model" in block
+    scope: dict = {}
+    exec(compile(block, "README registry example", "exec"), scope)
+    assert {"latent_l2", "latent_cosine"} <= set(scope["flip"].summary()["metric"])
+
+
 def test_every_profile_parameter_exists_in_its_chapter():
     for profile in book.PROFILES:
         for chapter, params in book.load_profile(profile, ROOT).items():

@@ -110,3 +110,20 @@ def test_claims_44_follow_the_numbers(n_seeds):
     assert v["4.4-1"] == v["4.4-2"] == C.FAILS
     s = summary(_table44(0.1, n_seeds))
     assert set(s["interval"]) == {"across inputs" if n_seeds == 1 else "across models"}
+
+
+def test_an_unknown_training_device_is_named(monkeypatch):
+    from geed.train import training_device
+
+    monkeypatch.setenv("GEED_DEVICE", "warp-drive")
+    with pytest.raises(ValueError, match="GEED_DEVICE='warp-drive'"):
+        training_device()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("objective", ["supervised", "simclr", "dino"])
+def test_fit_on_cuda_saves_checkpoints_that_load_on_the_cpu(tmp_path, objective):
+    cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=2, record_every=1, batch_size=4)
+    res = fit(cfg, tmp_path, progress=False)
+    assert all(p.device.type == "cpu" for p in res.model().parameters())

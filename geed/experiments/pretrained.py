@@ -24,6 +24,7 @@ import torch
 from .. import orbit as ev
 from ..cache import fingerprint
 from ..finetune import FitConfig, FitResult, fit
+from ..train import training_device
 from ..groups import get_group
 from ..metrics import latent_eed, softmax_eed
 from ..patches import get_task
@@ -109,7 +110,7 @@ def track(results: dict[str, dict[str, list[FitResult]]], n_points: int, n_refer
         for init, fits in by_init.items():
             for res in fits:
                 for step in sorted(res.checkpoints):
-                    for r in measure(res.model(step), x, x_ref):
+                    for r in measure(res.model(step).to(training_device()), x, x_ref):
                         rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, **r})
         if progress:
             print(f"[measure] {arch} done ({time.time() - t0:.0f} s)", flush=True)

@@ -23,7 +23,7 @@ from ..groups import get_group
 from ..models import build_model
 from ..ood import ood_set
 from ..paths import cache_dir
-from ..train import TrainConfig, TrainResult, load_checkpoint, train
+from ..train import TrainConfig, TrainResult, load_checkpoint, train, training_device
 
 __all__ = ["FAMILIES", "train_family", "track_training", "ood_measurements", "LATENT_METRICS"]
 
@@ -67,7 +67,7 @@ def track_training(results: list[TrainResult], n_points: int, n_reference: int, 
     t0 = time.time()
     for k, res in enumerate(results, 1):
         for step, path in sorted(res.checkpoints.items()):
-            model = load_checkpoint(res.config, path)
+            model = load_checkpoint(res.config, path).to(training_device())
             for r in _measure(model, x, x_ref, group):
                 rows.append({"family": FAMILIES[res.config.family], "seed": res.config.seed, "step": step, **r})
         if progress:
@@ -84,9 +84,9 @@ def ood_measurements(trained: dict[str, list[TrainResult]], untrained_seeds: lis
     models: list[tuple[str, int, torch.nn.Module]] = []
     for label, results in trained.items():
         for res in results:
-            models.append((label, res.config.seed, res.model()))
+            models.append((label, res.config.seed, res.model().to(training_device())))
     for s in untrained_seeds:
-        models.append(("untrained CNN", s, build_model("cnn", width=width, seed=s).eval()))
+        models.append(("untrained CNN", s, build_model("cnn", width=width, seed=s).eval().to(training_device())))
     rows = []
     t0 = time.time()
     for k, name in enumerate(sets, 1):

@@ -17,6 +17,7 @@ import torch
 
 from .. import orbit as ev
 from ..finetune import FitConfig, FitResult, fit
+from ..train import training_device
 from ..groups import get_group
 from ..metrics import latent_eed
 from ..patches import get_task
@@ -68,7 +69,7 @@ def measure(models: dict[str, list[torch.nn.Module]], n_points: int, n_reference
     rows = []
     for label, ms in models.items():
         for k, model in enumerate(ms):
-            model.eval()
+            model = model.eval().to(training_device())
             Z = ev.orbit_outputs(model, x, flip, [model.latent_layer])[model.latent_layer]
             Z_ref = ev.forward_outputs(model, x_ref, [model.latent_layer])[model.latent_layer]
             for dist in ("l2", "cosine"):

@@ -93,12 +93,14 @@ def test_claims_43_follow_the_numbers():
     assert flipped["4.3-1-a"] == flipped["4.3-5-b"] == C.FAILS
 
 
-def _table44(simclr_level: float, n_seeds: int = 1) -> pd.DataFrame:
+def _table44(simclr_level: float, n_seeds: int = 1, parallel: dict | None = None) -> pd.DataFrame:
+    parallel = parallel or {}
     rng = np.random.default_rng(0)
     levels = {"supervised": 0.3, "simclr": simclr_level, "dino": 0.4}
     rows = []
     for (kind, lvl), seed, metric, i in itertools.product(levels.items(), range(n_seeds), ["latent_l2", "latent_cosine"], range(50)):
-        rows.append({"model": LABELS[kind], "seed": seed, "metric": metric, "sample": i, "value": lvl + 0.01 * rng.normal()})
+        rows.append({"model": LABELS[kind], "seed": seed, "metric": metric, "sample": i, "value": lvl + 0.01 * rng.normal(),
+                     "M": 10.0 if metric == "latent_l2" else parallel.get(kind, 0.7)})
     return pd.DataFrame(rows)
 
 
@@ -108,6 +110,8 @@ def test_claims_44_follow_the_numbers(n_seeds):
     assert v == {"4.4-1": C.HOLDS, "4.4-2": C.HOLDS, "4.4-3": C.HOLDS}
     v = {cid: verdict.verdict for cid, _, _, verdict in claims_44(_table44(0.5, n_seeds))}
     assert v["4.4-1"] == v["4.4-2"] == C.FAILS
+    v = {cid: verdict.verdict for cid, _, _, verdict in claims_44(_table44(0.1, n_seeds, parallel={"dino": 0.99}))}
+    assert v == {"4.4-1": C.HOLDS, "4.4-2": C.INCONCLUSIVE, "4.4-3": C.INCONCLUSIVE}
     s = summary(_table44(0.1, n_seeds))
     assert set(s["interval"]) == {"across inputs" if n_seeds == 1 else "across models"}
 

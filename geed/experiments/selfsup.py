@@ -24,7 +24,7 @@ from ..patches import get_task
 from ..zoo import WeightsNotFound, build_zoo_model, find_weights, load_pretrained
 from .rotated_digits import checkpoint_dir
 
-__all__ = ["LABELS", "PUBLISHED", "train_models", "published_models", "measure", "summary", "claims_44", "TASK"]
+__all__ = ["LABELS", "PUBLISHED", "train_models", "published_models", "measure", "summary", "spread", "claims_44", "TASK", "PARALLEL"]
 
 TASK = "upright-photos"
 LABELS = {"supervised": "supervised", "simclr": "SimCLR-style (contrastive)", "dino": "DINO-style (self-distillation)"}
@@ -79,12 +79,29 @@ def measure(models: dict[str, list[torch.nn.Module]], n_points: int, n_reference
     return pd.DataFrame(rows)
 
 
+PARALLEL = 0.95  # mean pairwise cosine of latent vectors above which a representation barely separates inputs
+
+
+def spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model: M of both distances (mean pairwise l2 distance and cosine similarity of its latent
+    vectors on the reference inputs) and whether its latent vectors are nearly parallel."""
+    m = table.groupby(["model", "seed", "metric"], sort=False)["M"].first().unstack("metric")
+    out = m.groupby(level="model", sort=False).mean().rename(columns={"latent_l2": "M (l2)", "latent_cosine": "M (cosine)"})
+    out["nearly parallel"] = out["M (cosine)"] >= PARALLEL
+    return out
+
+
 def claims_44(table: pd.DataFrame) -> list[tuple]:
     """Verdicts on the claims of Section 4.4, for both distances.
 
     With several models per objective the comparison is across models (Welch t on each model's mean);
-    with one model each, across the shared test inputs (paired bootstrap), as the paper's error bars."""
+    with one model each, across the shared test inputs (paired bootstrap), as the paper's error bars.
+    A model whose latent vectors are nearly parallel (mean pairwise cosine >= ``PARALLEL``: a
+    representation that has barely learned to tell inputs apart, as at random initialisation, or has
+    collapsed) says little about its objective: a claim that involves it is *inconclusive*."""
     from .. import claims as C
+
+    flat = spread(table)["nearly parallel"]
 
     def values(kind: str, metric: str):
         label = LABELS[kind]
@@ -95,7 +112,12 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
 
     def cmp(a: str, b: str, metric: str) -> C.Verdict:
         (va, how), (vb, _) = values(a, metric), values(b, metric)
-        return C.compare(va, vb, f"{LABELS[a]} [{metric}]", LABELS[b], across=how)
+        v = C.compare(va, vb, f"{LABELS[a]} [{metric}]", LABELS[b], across=how)
+        degenerate = [LABELS[k] for k in (a, b) if flat.get(LABELS[k], False)]
+        if degenerate:
+            return C.Verdict(C.INCONCLUSIVE, v.figures + f"; latent vectors of {degenerate} nearly parallel (mean pairwise cosine >= {PARALLEL})",
+                             v.rule + ", unless a model's latent vectors are nearly parallel")
+        return v
 
     out = []
     metrics = ("latent_l2", "latent_cosine")
@@ -106,8 +128,10 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
     parts = [cmp("supervised", "dino", m) for m in metrics]
     better = [m for m, p in zip(metrics, parts) if p.verdict == C.HOLDS]
     out.append(("4.4-3", "Sec. 4.4", "Self-supervision without a contrastive loss (DINO-style) does not make the model more flip-invariant than supervised training.",
-                C.Verdict(C.FAILS if better else C.HOLDS, "; ".join(p.figures for p in parts),
-                          "does not hold if, in either distance, the interval of (supervised - DINO-style) lies above 0 (DINO-style significantly more invariant)")))
+                C.Verdict(C.INCONCLUSIVE if any(flat.get(LABELS[k], False) for k in ("supervised", "dino")) else C.FAILS if better else C.HOLDS,
+                          "; ".join(p.figures for p in parts),
+                          "does not hold if, in either distance, the interval of (supervised - DINO-style) lies above 0 (DINO-style significantly more invariant); "
+                          "inconclusive if either model's latent vectors are nearly parallel; holds otherwise")))
     return out
 
 

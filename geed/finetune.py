@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .patches import get_task
-from .train import _latest, _save, cpu_state, training_device
+from .train import _latest, _save, accuracy_of, cpu_state, training_device
 from .zoo import ZooModel, build_zoo_model
 
 __all__ = ["FitConfig", "FitResult", "fit", "augment", "OBJECTIVES", "load_fitted"]
@@ -200,13 +200,6 @@ def load_fitted(config: FitConfig, path: Path) -> ZooModel:
     return model.eval()
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
-    model.eval()
-    hits = sum(int((model(_on(model, x[s : s + batch])).argmax(1).cpu() == y[s : s + batch]).sum()) for s in range(0, len(y), batch))
-    return hits / max(1, len(y))
-
-
 def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[ZooModel], None] | None = None,
         test_points: int = 300, progress: bool = True, log_every: int = 50) -> FitResult:
     """Train (or resume, or reload) one model. ``init_body`` loads pretrained weights into a fresh model."""
@@ -267,7 +260,7 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
     kept = objective.kept(model).eval()
     acc = float("nan")
     if config.objective == "supervised":
-        acc = accuracy(kept, *task.fixed("test", test_points, seed=99))
+        acc = accuracy_of(kept, *task.fixed("test", test_points, seed=99))
     result = FitResult(config, ckpt, acc, time.time() - t0)
     meta_path.write_text(json.dumps({"config": asdict(config), "test_accuracy": acc, "seconds": result.seconds}))
     if progress and config.objective == "supervised":

@@ -24,7 +24,7 @@ from .groups import get_group
 from .models import build_model
 from .saliency import logit_invariance_penalty
 
-__all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "load_checkpoint", "training_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "accuracy_of", "load_checkpoint", "training_device"]
 
 
 def training_device() -> torch.device:
@@ -129,14 +129,19 @@ def load_state(model: nn.Module, state: dict) -> None:
         raise RuntimeError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, data: DigitData, batch: int = 500) -> float:
+    return accuracy_of(model, data.x, data.y, batch)
+
+
+@torch.no_grad()
+def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
+    """Fraction of ``x`` classified as ``y``, in batches on the model's device."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for s in range(0, len(data), batch):
-        correct += int((model(data.x[s : s + batch].to(device)).argmax(1).cpu() == data.y[s : s + batch]).sum())
-    return correct / max(1, len(data))
+    for s in range(0, len(y), batch):
+        correct += int((model(x[s : s + batch].to(device)).argmax(1).cpu() == y[s : s + batch]).sum())
+    return correct / max(1, len(y))
 
 
 def _save(state: dict, path: Path) -> None:

@@ -29,7 +29,7 @@ from ..groups import get_group
 from ..metrics import latent_eed, softmax_eed
 from ..patches import get_task
 from ..zoo import WeightsNotFound, find_weights, load_pretrained
-from .rotated_digits import checkpoint_dir
+from .rotated_digits import _values, checkpoint_dir
 
 __all__ = ["pretrained_source", "offline_pretraining", "train_architecture", "track", "claims_43", "INITS", "SOURCE_TASK", "TARGET_TASK"]
 
@@ -118,12 +118,6 @@ def track(results: dict[str, dict[str, list[FitResult]]], n_points: int, n_refer
 
 
 # ----------------------------------------------------------------------------- claims of 4.3
-def _sel(df: pd.DataFrame, **where) -> pd.Series:
-    for k, v in where.items():
-        df = df[df[k] == v]
-    return df.sort_values("seed")["value"]
-
-
 def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame) -> list[tuple]:
     """Verdicts on the claims of Section 4.3 (per architecture), from the tracking table and the accuracies."""
     from .. import claims as C
@@ -136,19 +130,19 @@ def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame) -> list[tuple]:
     out = []
 
     def scratch_vs_pre(df, arch, metric, group):
-        return C.compare(_sel(df, arch=arch, init="pretrained", metric=metric, group=group),
-                         _sel(df, arch=arch, init="from scratch", metric=metric, group=group), f"{arch} pretrained", "from scratch")
+        return C.compare(_values(df, arch=arch, init="pretrained", metric=metric, group=group),
+                         _values(df, arch=arch, init="from scratch", metric=metric, group=group), f"{arch} pretrained", "from scratch")
 
     for arch in archs:
         out.append((f"4.3-1-{arch}", "Sec. 4.3, Fig. 4", f"{arch}: trained from scratch, the latent space is more C8-invariant (lower latent C8-EED, l2) than when starting from pretrained weights.",
                     scratch_vs_pre(fin, arch, "latent_l2", "C8")))
     for arch in archs:
         out.append((f"4.3-2-{arch}", "Sec. 4.3, Fig. 4", f"{arch}: from scratch, latent C8-EED rises over training (from step {first} to step {last}).",
-                    C.compare(_sel(fin, arch=arch, init="from scratch", metric="latent_l2", group="C8"),
-                              _sel(tr, arch=arch, init="from scratch", metric="latent_l2", group="C8", step=first), "final", f"step {first}", across="paired")))
+                    C.compare(_values(fin, arch=arch, init="from scratch", metric="latent_l2", group="C8"),
+                              _values(tr, arch=arch, init="from scratch", metric="latent_l2", group="C8", step=first), "final", f"step {first}", across="paired")))
         out.append((f"4.3-3-{arch}", "Sec. 4.3, Fig. 4", f"{arch}: from pretrained weights, latent C8-EED falls over training (from step {first} to step {last}).",
-                    C.compare(_sel(tr, arch=arch, init="pretrained", metric="latent_l2", group="C8", step=first),
-                              _sel(fin, arch=arch, init="pretrained", metric="latent_l2", group="C8"), f"step {first}", "final", across="paired")))
+                    C.compare(_values(tr, arch=arch, init="pretrained", metric="latent_l2", group="C8", step=first),
+                              _values(fin, arch=arch, init="pretrained", metric="latent_l2", group="C8"), f"step {first}", "final", across="paired")))
     for arch in archs:
         acc = accuracies[accuracies.arch == arch]
         out.append((f"4.3-4-{arch}", "Sec. 4.3", f"{arch}: models started from pretrained weights reach a higher test accuracy.",

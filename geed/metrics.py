@@ -190,14 +190,13 @@ def geed(
     else:
         raise ValueError(f"reference must be 'orbit' or 'input'; got {reference!r}")
     region = action.region(Y[0])
-    values = []
-    for i in range(len(group)):
-        target = action.act(ref, i)
-        out = Y[i]
-        if region is not None:
-            out, target = out * region, target * region
-        values.append(m(out, target))
-    per_pair = torch.stack(values, dim=1).detach().double().cpu().numpy()
+    targets = torch.stack([action.act(ref, i) for i in range(len(group))])  # (|G|, N, ...)
+    out = Y
+    if region is not None:
+        out, targets = out * region, targets * region
+    # one call of the distance over all |G| x N pairs (distances compare row by row)
+    flat = m(out.reshape(-1, *Y.shape[2:]), targets.reshape(-1, *Y.shape[2:])).reshape(len(group), Y.shape[1])
+    per_pair = flat.t().detach().double().cpu().numpy()
     label = name or (distance if isinstance(distance, str) else getattr(distance, "__name__", "m"))
     return EEDResult(label, per_pair, meta={"group": group.name, "reference": reference})
 

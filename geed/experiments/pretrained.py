@@ -61,8 +61,7 @@ def pretrained_source(arch: str, source: str, pretrain_iterations: int, batch_si
             if source == "published":
                 raise
     res = offline_pretraining(arch, pretrain_iterations, batch_size, lr, progress)
-    state = torch.load(res.checkpoints[max(res.checkpoints)], map_location="cpu", weights_only=False)["kept"]
-    body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")}
+    body = res.model().body.state_dict()  # the kept model of the last checkpoint
     info = {"arch": arch, "weights": f"offline pretraining on {SOURCE_TASK} ({pretrain_iterations} iterations)",
             "source-task accuracy": res.test_accuracy}
     tag = f"offline-{res.config.task}-it{res.config.iterations}-{fingerprint(asdict(res.config))[:8]}"

@@ -1,23 +1,55 @@
-"""The claims ledger: each chapter registers the claims it checks; verdicts come from numbers.
+"""The claims ledger: every rule that turns measured numbers into a verdict, and the records.
 
-A verdict is one of ``holds``, ``does not hold`` or ``inconclusive`` and is computed by one of the
-rules below from measured values and their 95% intervals; the rule and the figures are stored
-beside it. Chapters call :func:`record`; the ledger page reads every record with :func:`load_all`.
+Verdicts
+--------
+``holds``, ``does not hold``, ``inconclusive`` and ``not tested``. *Not tested* means that the
+experiment here cannot test the claim at all (too few models for a verdict, a representation that
+failed the pre-declared collapse check, data or weights that stand in for the paper's and lack what
+the claim is about); it is not a weak *inconclusive*.
 
-Rules (fixed in code before any result is seen):
+Statistical rules (all fixed before results are seen; calibrated in ``tests/test_calibration.py``
+and on the book's calibration page)
+---------------------------------------------------------------------------------------------------
+Every comparison is a :class:`Difference`: a Student-t statistic for a linear contrast of
+independent groups of values (Welch-Satterthwaite degrees of freedom; two groups give Welch's
+test) or for paired differences (the same model at two checkpoints, the same inputs under two
+conditions). Models paired only by their seed number are *not* paired. Each side of a claim is
+tested one-sided at ``ALPHA / 2``, so a rule says something other than *inconclusive* at most
+``ALPHA`` of the time when there is no effect:
 
-* :func:`compare` -- "A is larger than B": the 95% interval of the difference of means (Welch t
-  across models, or a bootstrap across samples) lies above 0 -> holds; below 0 -> does not hold;
-  contains 0 -> inconclusive.
-* :func:`near_zero` -- "X is zero": every value within an absolute tolerance stated with the claim.
-* :func:`exceeds` -- "X is clearly non-zero": every value above a stated threshold.
-* :func:`all_of` -- a conjunction: holds when every part holds, does not hold when any part does
-  not, otherwise inconclusive.
+* :func:`greater` -- "A is larger than B": *holds* if A > B at ALPHA/2, *does not hold* if A < B at
+  ALPHA/2, otherwise *inconclusive*.
+* :func:`greater_for_all` -- "for every part" (an intersection): *holds* if every part is
+  significant at ALPHA/2 (no correction is needed for an intersection); *does not hold* if some part
+  is significant in the other direction after Holm's correction over the parts.
+* :func:`greater_for_some` -- "for at least one part" (a union): *holds* if some part is significant
+  after Holm's correction; *does not hold* if every part is significant in the other direction.
+* :func:`no_decrease` -- "does not fall by more than a margin", an equivalence-type claim with a
+  margin in ``MARGINS`` fixed in advance: *holds* if every part's difference is significantly above
+  ``-margin``; *does not hold* if some part is significantly below ``-margin`` (Holm); otherwise
+  *inconclusive*. Failing to find a change is never enough.
+* :func:`opposite_orders` -- "the order of A and B depends on the metric": *holds* if two metrics
+  order A and B in opposite directions, both significantly (for some part, Holm over the parts);
+  *does not hold* if, for every part, both metrics agree significantly; otherwise *inconclusive*.
+
+For Holm's procedure, "some hypothesis is rejected" happens exactly when the smallest p-value is
+below level / k, which is how it is computed here.
+
+Deterministic rules
+-------------------
+:func:`near_zero` and :func:`exceeds` check exact computations (known answers, float round-off) or
+describe the trained models themselves against a stated bar; there is no sampling in them, so they
+return *holds* or *does not hold*. :func:`all_of` joins parts of one claim.
+
+Every :class:`Verdict` carries ``spec``, the shape of its rule (kind, number of parts, models per
+side, pairing, margin in units of the measured spread), from which :mod:`geed.calibration`
+simulates its false-verdict rate and power.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,11 +57,31 @@ import numpy as np
 from scipy import stats as _st
 
 from . import paths
-from .stats import bootstrap_ci
 
-__all__ = ["Verdict", "compare", "near_zero", "exceeds", "all_of", "record", "load_all", "HOLDS", "FAILS", "INCONCLUSIVE"]
+__all__ = [
+    "Verdict", "Difference", "difference", "contrast", "greater", "greater_for_all", "greater_for_some", "no_decrease",
+    "opposite_orders", "not_tested", "compare", "near_zero", "exceeds", "all_of", "record", "load_all", "reset",
+    "HOLDS", "FAILS", "INCONCLUSIVE", "NOT_TESTED", "STATUSES", "ALPHA", "MARGINS", "COLLAPSE_MIN_EFFECTIVE_RANK",
+    "effective_rank",
+]
 
-HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED = "holds", "does not hold", "inconclusive", "not tested"
+STATUSES = (HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED)
+_CODE = {0: INCONCLUSIVE, 1: HOLDS, 2: FAILS}
+
+ALPHA = 0.05  # the largest share of verdicts other than inconclusive when there is no effect
+
+# Margins of the claims of no change, in the units of the metric, fixed before any result was seen.
+MARGINS = {
+    # channelwise C8-EED lies in [-1, 1]; 0.05 is the order of the interpolation floor of 45-degree
+    # rotations (Section 3), below which a change is not an equivariance that was learned
+    "channelwise": 0.05,
+}
+
+# The collapse check (pre-declared, applied to every model): a latent space whose centred features
+# on the reference inputs vary along fewer than this many effective directions (exp of the entropy
+# of the normalised singular values) barely tells inputs apart; claims about it are not tested.
+COLLAPSE_MIN_EFFECTIVE_RANK = 2.0
 
 
 @dataclass
@@ -37,96 +89,286 @@ class Verdict:
     verdict: str
     figures: str
     rule: str
+    spec: dict = field(default_factory=dict)
+    history: str = ""  # the verdict under an earlier rule, where a rule changed after results were seen
 
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def difference_interval(a: Sequence[float], b: Sequence[float], across: str = "models", level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a - b`` (means) and its interval: Welch t (``across='models'``) or a paired/unpaired bootstrap."""
+# ----------------------------------------------------------------------------- differences
+def _t_stats(groups: Sequence[np.ndarray], weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate, standard error and Welch-Satterthwaite df of ``sum w_j mean(group_j)``, vectorised
+    over leading axes (each group ``(..., n_j)``)."""
+    est = sum(w * g.mean(axis=-1) for g, w in zip(groups, weights))
+    parts = [w**2 * g.var(axis=-1, ddof=1) / g.shape[-1] for g, w in zip(groups, weights)]
+    var = sum(parts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = var**2 / sum(p**2 / (g.shape[-1] - 1) for p, g in zip(parts, groups))
+    df = np.where(np.isfinite(df) & (df > 0), df, min(g.shape[-1] for g in groups) - 1)
+    return est, np.sqrt(var), df
+
+
+def _p_above(est, se, df, delta=0.0):
+    """One-sided p-value for "the true value exceeds ``delta``" (0 or 1 when there is no spread)."""
+    est, se = np.asarray(est, float), np.asarray(se, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (est - delta) / se
+    p = _st.t.sf(t, df)
+    return np.where(se > 0, p, np.where(est > delta, 0.0, 1.0))
+
+
+def _p_below(est, se, df, delta=0.0):
+    return _p_above(-np.asarray(est, float), se, df, -delta)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One estimated difference with its t-statistic ingredients and 95% interval."""
+
+    label: str
+    estimate: float
+    se: float
+    df: float
+    n: tuple[int, ...]
+    paired: bool
+    spread: float  # pooled standard deviation of single values (for the calibration's effect sizes)
+    weights: tuple[float, ...] = (1.0,)  # of the contrast's groups (paired: one group of differences)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        if self.se == 0:
+            return self.estimate, self.estimate
+        half = float(_st.t.ppf(1 - ALPHA / 2, self.df) * self.se)
+        return self.estimate - half, self.estimate + half
+
+    def p_above(self, delta: float = 0.0) -> float:
+        return float(_p_above(self.estimate, self.se, self.df, delta))
+
+    def p_below(self, delta: float = 0.0) -> float:
+        return float(_p_below(self.estimate, self.se, self.df, delta))
+
+    @property
+    def figures(self) -> str:
+        lo, hi = self.interval
+        how = "paired" if self.paired else "n=" + "/".join(map(str, self.n))
+        return f"{self.label}: {_fmt(self.estimate)}, 95% CI [{_fmt(lo)}, {_fmt(hi)}] ({how})"
+
+
+class TooFew(ValueError):
+    """Fewer than two values on a side: no spread to estimate, so no verdict."""
+
+
+def _clean(x, what: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what}: values must be finite; got {arr}")
+    if arr.size < 2:
+        raise TooFew(f"{what}: {arr.size} value(s); a verdict needs at least 2")
+    return arr
+
+
+def contrast(groups: Sequence, weights: Sequence[float], label: str) -> Difference:
+    """``sum_j w_j mean(group_j)`` for independent groups (e.g. ``[a, b]``, ``[1, -1]``: Welch)."""
+    arrs = [_clean(g, f"{label}, group {j + 1}") for j, g in enumerate(groups)]
+    est, se, df = _t_stats(arrs, weights)
+    spread = float(np.sqrt(np.mean([a.var(ddof=1) for a in arrs])))
+    return Difference(label, float(est), float(se), float(df), tuple(a.size for a in arrs), False, spread, tuple(map(float, weights)))
+
+
+def difference(a: Sequence[float], b: Sequence[float], label: str, paired: bool = False) -> Difference:
+    """``mean(a) - mean(b)``: paired t on ``a - b`` (same units, matched one to one) or Welch's t."""
+    if not paired:
+        return contrast([a, b], [1.0, -1.0], label)
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
-    if a.size == 0 or b.size == 0:
-        raise ValueError("a comparison needs values on both sides")
-    diff = float(a.mean() - b.mean())
-    if across == "models":
-        if a.size < 2 or b.size < 2:
-            return diff, float("-inf"), float("inf")  # no spread to estimate: cannot decide
-        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-        se = np.sqrt(va + vb)
-        if se == 0:
-            return diff, diff, diff
-        dof = (va + vb) ** 2 / ((va**2) / (a.size - 1) + (vb**2) / (b.size - 1))
-        half = float(_st.t.ppf(0.5 + level / 2, dof) * se)
-        return diff, diff - half, diff + half
-    if across == "paired":
-        if a.size != b.size:
-            raise ValueError("a paired comparison needs the same number of values on both sides")
-        lo, hi = bootstrap_ci(a - b, level=level)
-        return diff, lo, hi
-    if across == "samples":
-        rng = np.random.default_rng(0)
-        boots = rng.choice(a, (2000, a.size)).mean(1) - rng.choice(b, (2000, b.size)).mean(1)
-        lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
-        return diff, float(lo), float(hi)
-    raise ValueError(f"across must be 'models', 'samples' or 'paired'; got {across!r}")
+    if a.size != b.size:
+        raise ValueError(f"{label}: a paired difference needs the same number of values on both sides ({a.size} vs {b.size})")
+    d = _clean(a - b, label)
+    est, se, df = _t_stats([d], [1.0])
+    return Difference(label, float(est), float(se), float(df), (d.size,), True, float(d.std(ddof=1)))
 
 
-def compare(a: Sequence[float], b: Sequence[float], label_a: str, label_b: str, across: str = "models") -> Verdict:
-    """Verdict on "mean of ``a`` is larger than mean of ``b``"."""
-    diff, lo, hi = difference_interval(a, b, across)
-    verdict = HOLDS if lo > 0 else FAILS if hi < 0 else INCONCLUSIVE
-    a_, b_ = np.asarray(a, float), np.asarray(b, float)
-    figures = (
-        f"{label_a}: {_fmt(a_.mean())} (n={a_.size}); {label_b}: {_fmt(b_.mean())} (n={b_.size}); "
-        f"difference {_fmt(diff)}, 95% CI [{_fmt(lo)}, {_fmt(hi)}]"
-    )
-    rule = {"models": "Welch t-interval of the difference across models",
-            "samples": "bootstrap interval of the difference across samples",
-            "paired": "bootstrap interval of the paired differences"}[across] + " excludes 0"
-    return Verdict(verdict, figures, rule)
+# ----------------------------------------------------------------------------- decisions
+def decide(kind: str, p_hi: np.ndarray, p_lo: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """The decision of a rule from its parts' one-sided p-values, vectorised over leading axes.
+
+    ``p_hi[..., j]``: p-value of part j in the claimed direction (for ``no_decrease``: above
+    ``-margin``); ``p_lo``: in the opposite direction (below 0, or below ``-margin``). For
+    ``opposite`` the last axis holds (metric 1, metric 2) for each part, flattened pairwise.
+    Returns codes 1 (holds), 2 (does not hold), 0 (inconclusive)."""
+    c = alpha / 2
+    p_hi, p_lo = np.asarray(p_hi, float), np.asarray(p_lo, float)
+    k = p_hi.shape[-1]
+    if kind in ("greater", "for_all", "no_decrease"):
+        holds = np.all(p_hi < c, axis=-1)
+        fails = np.min(p_lo, axis=-1) < c / k
+    elif kind == "for_some":
+        holds = np.min(p_hi, axis=-1) < c / k
+        fails = np.all(p_lo < c, axis=-1)
+    elif kind == "opposite":
+        h1, h2 = p_hi[..., 0::2], p_hi[..., 1::2]
+        l1, l2 = p_lo[..., 0::2], p_lo[..., 1::2]
+        parts = k // 2
+        opp = np.minimum(np.maximum(h1, l2), np.maximum(l1, h2))  # both significant, opposite ways
+        same = np.minimum(np.maximum(h1, h2), np.maximum(l1, l2))  # both significant, the same way
+        holds = np.min(opp, axis=-1) < c / parts
+        fails = np.all(same < c, axis=-1)
+    else:
+        raise ValueError(f"unknown rule kind {kind!r}")
+    return np.where(holds & ~fails, 1, np.where(fails & ~holds, 2, 0))
 
 
+def _spec(kind: str, diffs: Sequence[Difference], margin: float = 0.0) -> dict:
+    """The shape of a rule as applied: what the calibration needs to simulate it."""
+    spread = float(np.mean([d.spread for d in diffs])) or 1.0
+    return {"kind": kind, "parts": [{"n": list(d.n), "weights": list(d.weights)} for d in diffs],
+            "margin_sd": margin / spread if margin else 0.0}
+
+
+def _verdict(kind: str, diffs: Sequence[Difference], rule: str, margin: float = 0.0) -> Verdict:
+    if kind == "no_decrease":
+        p_hi = [d.p_above(-margin) for d in diffs]
+        p_lo = [d.p_below(-margin) for d in diffs]
+    else:
+        p_hi = [d.p_above() for d in diffs]
+        p_lo = [d.p_below() for d in diffs]
+    code = int(decide(kind, np.array(p_hi), np.array(p_lo)))
+    return Verdict(_CODE[code], "; ".join(d.figures for d in diffs), rule, _spec(kind, diffs, margin))
+
+
+def _guard(build):
+    """Run a rule; too few values for a verdict -> *not tested*, saying why."""
+    try:
+        return build()
+    except TooFew as exc:
+        return not_tested(f"too few values for a verdict ({exc})")
+
+
+def greater(a, b, label_a: str, label_b: str, paired: bool = False) -> Verdict:
+    """Verdict on "mean of ``a`` is larger than mean of ``b``" (Welch's t, or paired t)."""
+    return _guard(lambda: _verdict("greater", [difference(a, b, f"{label_a} - {label_b}", paired)],
+                                   f"{'paired' if paired else 'Welch'} t, each direction at {ALPHA / 2:g}"))
+
+
+def greater_for_all(diffs: Iterable[Difference] | callable, what: str = "part") -> Verdict:
+    """Every difference is positive (intersection: each at ALPHA/2; the opposite side Holm-corrected)."""
+    def build():
+        ds = list(diffs() if callable(diffs) else diffs)
+        return _verdict("for_all", ds, f"holds if every {what} is significantly positive (t, one-sided {ALPHA / 2:g}); "
+                                       f"does not hold if some {what} is significantly negative (Holm over {len(ds)})")
+    return _guard(build)
+
+
+def greater_for_some(diffs: Iterable[Difference] | callable, what: str = "part") -> Verdict:
+    """Some difference is positive (union: Holm-corrected); does not hold if every one is negative."""
+    def build():
+        ds = list(diffs() if callable(diffs) else diffs)
+        return _verdict("for_some", ds, f"holds if some {what} is significantly positive (t, Holm over {len(ds)} at {ALPHA / 2:g}); "
+                                        f"does not hold if every {what} is significantly negative")
+    return _guard(build)
+
+
+def no_decrease(diffs: Iterable[Difference] | callable, margin: float, what: str = "part") -> Verdict:
+    """No difference falls below ``-margin`` (a claim of no decrease, tested against a fixed margin)."""
+    def build():
+        ds = list(diffs() if callable(diffs) else diffs)
+        return _verdict("no_decrease", ds, f"holds if every {what} is significantly above -{margin:g} (t, one-sided {ALPHA / 2:g}); "
+                                           f"does not hold if some {what} is significantly below -{margin:g} (Holm over {len(ds)}); "
+                                           f"margin {margin:g} fixed in advance", margin)
+    return _guard(build)
+
+
+def opposite_orders(pairs: Iterable[tuple[Difference, Difference]] | callable, what: str = "comparison") -> Verdict:
+    """The two metrics of some pair order their sides in opposite directions, both significantly."""
+    def build():
+        ps = list(pairs() if callable(pairs) else pairs)
+        flat = [d for p in ps for d in p]
+        return _verdict("opposite", flat, f"holds if, for some {what}, the two metrics differ significantly in opposite directions "
+                                          f"(t, one-sided {ALPHA / 2:g}, Holm over {len(ps)}); does not hold if for every {what} "
+                                          f"both metrics differ significantly in the same direction")
+    return _guard(build)
+
+
+def not_tested(reason: str, figures: str = "") -> Verdict:
+    return Verdict(NOT_TESTED, figures, f"not tested: {reason}", {"kind": "not_tested"})
+
+
+def compare(a, b, label_a: str, label_b: str, across: str = "models") -> Verdict:
+    """``greater`` with the sampling unit named: ``models`` or ``samples`` (independent, Welch) or ``paired``."""
+    if across not in ("models", "samples", "paired"):
+        raise ValueError(f"across must be 'models', 'samples' or 'paired'; got {across!r}")
+    return greater(a, b, label_a, label_b, paired=across == "paired")
+
+
+# ----------------------------------------------------------------------------- deterministic rules
 def near_zero(values: Sequence[float], tol: float, label: str) -> Verdict:
     """Verdict on "``label`` is zero" to an absolute tolerance ``tol`` (e.g. float round-off)."""
     v = np.abs(np.asarray(values, float).ravel())
     worst = float(v.max())
     verdict = HOLDS if worst <= tol else FAILS
-    return Verdict(verdict, f"{label}: largest |value| {_fmt(worst)} (n={v.size}); tolerance {_fmt(tol)}", f"every value within {tol:g} of 0")
+    return Verdict(verdict, f"{label}: largest |value| {_fmt(worst)} (n={v.size}); tolerance {_fmt(tol)}",
+                   f"every value within {tol:g} of 0 (exact computation)", {"kind": "deterministic"})
 
 
 def exceeds(values: Sequence[float], threshold: float, label: str) -> Verdict:
-    """Verdict on "``label`` is clearly non-zero": every value above ``threshold``."""
+    """Verdict on "``label`` is above ``threshold``" for every value (a description of these models)."""
     v = np.asarray(values, float).ravel()
     least = float(v.min())
     verdict = HOLDS if least > threshold else FAILS
-    return Verdict(verdict, f"{label}: smallest value {_fmt(least)} (n={v.size}); threshold {_fmt(threshold)}", f"every value above {threshold:g}")
+    return Verdict(verdict, f"{label}: smallest value {_fmt(least)} (n={v.size}); threshold {_fmt(threshold)}",
+                   f"every value above {threshold:g} (no sampling: a description of the measured models)", {"kind": "deterministic"})
 
 
 def all_of(parts: Iterable[Verdict]) -> Verdict:
+    """Parts of one claim: not tested if any part is; otherwise does not hold if any part does not,
+    holds if every part holds, else inconclusive."""
     parts = list(parts)
     verdicts = [p.verdict for p in parts]
-    verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
-    return Verdict(verdict, "; ".join(p.figures for p in parts), " and ".join(sorted({p.rule for p in parts})))
+    if NOT_TESTED in verdicts:
+        verdict = NOT_TESTED
+    else:
+        verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
+    specs = [p.spec for p in parts if p.spec.get("kind") not in (None, "deterministic", "not_tested")]
+    spec = specs[0] if len(specs) == 1 else ({"kind": "composite", "parts": specs} if specs else {"kind": "deterministic"})
+    return Verdict(verdict, "; ".join(p.figures for p in parts if p.figures), " and ".join(dict.fromkeys(p.rule for p in parts)), spec)
 
 
+def effective_rank(features) -> float:
+    """exp(entropy of the normalised singular values) of centred features ``(n, d)``: the number of
+    directions along which they vary (1 for a collapsed representation)."""
+    z = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    s = np.linalg.svd(z - z.mean(axis=0), compute_uv=False)
+    if s.sum() <= 0:
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+# ----------------------------------------------------------------------------- records
 def record(chapter: str, claim_id: str, source: str, claim: str, verdict: Verdict, note: str = "") -> dict:
     """Store one claim's verdict for the ledger (replacing an earlier record of the same id)."""
-    if verdict.verdict not in (HOLDS, FAILS, INCONCLUSIVE):
-        raise ValueError(f"unknown verdict {verdict.verdict!r}")
+    if verdict.verdict not in STATUSES:
+        raise ValueError(f"unknown verdict {verdict.verdict!r}; known: {STATUSES}")
     d = paths.claims_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{chapter}.json"
     records = json.loads(path.read_text()) if path.exists() else {}
     entry = {"chapter": chapter, "id": claim_id, "source": source, "claim": claim, **asdict(verdict), "note": note}
     records[claim_id] = entry
-    path.write_text(json.dumps(records, indent=1))
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(records, indent=1))
+    os.replace(tmp, path)
     return entry
 
 
 def reset(chapter: str) -> None:
     """Forget a chapter's records (called at the start of its execution)."""
     (paths.claims_dir() / f"{chapter}.json").unlink(missing_ok=True)
+
+
+COLUMNS = ["chapter", "id", "source", "claim", "verdict", "figures", "rule", "spec", "history", "note"]
 
 
 def load_all(chapters: Sequence[str] | None = None):
@@ -139,5 +381,6 @@ def load_all(chapters: Sequence[str] | None = None):
     for f in files:
         if f.exists():
             rows.extend(json.loads(f.read_text()).values())
-    cols = ["chapter", "id", "source", "claim", "verdict", "figures", "rule", "note"]
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["history"] = df["history"].fillna("")
+    return df

@@ -48,7 +48,10 @@ Reference = Literal["orbit", "input"]
 
 @dataclass
 class EEDResult:
-    """Per-pair values of one metric; ``per_sample`` and ``value`` include the normaliser."""
+    """Per-pair values of one metric; ``per_sample`` and ``value`` include the normaliser.
+
+    A pair whose distance is undefined (NaN: e.g. a cosine between two zero vectors) is left out
+    of the means; ``undefined_fraction`` says how many pairs that was."""
 
     name: str
     per_pair: np.ndarray  # (N, |G|): m(f(g x_n), g . ref(x_n))
@@ -56,23 +59,40 @@ class EEDResult:
     meta: dict = field(default_factory=dict)
 
     @property
+    def undefined_fraction(self) -> float:
+        return float(np.isnan(self.per_pair).mean()) if self.per_pair.size else 0.0
+
+    @property
     def per_sample(self) -> np.ndarray:
-        return self.per_pair.mean(axis=1) / self.normaliser
+        return _nanmean(self.per_pair, axis=1) / self.normaliser
 
     @property
     def per_element(self) -> np.ndarray:
-        return self.per_pair.mean(axis=0) / self.normaliser
+        return _nanmean(self.per_pair, axis=0) / self.normaliser
 
     @property
     def value(self) -> float:
-        return float(self.per_sample.mean())
+        return float(_nanmean(self.per_sample, axis=0))
 
     def ci(self, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-        """Bootstrap confidence interval of ``value`` over samples."""
-        return bootstrap_ci(self.per_sample, level=level, n_boot=n_boot, seed=seed)
+        """Bootstrap confidence interval of ``value`` over samples (samples with a defined value)."""
+        v = self.per_sample
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return float("nan"), float("nan")
+        return bootstrap_ci(v, level=level, n_boot=n_boot, seed=seed)
 
     def __repr__(self) -> str:
         return f"EEDResult({self.name}: {self.value:.6g}, N={self.per_pair.shape[0]}, |G|={self.per_pair.shape[1]})"
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over ``axis`` leaving out NaN; NaN (without a warning) where every value is NaN."""
+    a = np.asarray(a, dtype=np.float64)
+    count = np.sum(~np.isnan(a), axis=axis)
+    total = np.nansum(a, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 # ---------------------------------------------------------------------------- distances
@@ -94,12 +114,15 @@ ZERO_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torc
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """Cosine similarity along ``dim``.
+    """Cosine similarity along ``dim``, with a stated convention where it is undefined.
 
     A vector whose norm is below ``ZERO_TOL[dtype]`` times the largest norm in its sample (e.g. a
-    channel switched off by a ReLU, up to rounding) counts as zero: two zero vectors are identical
-    (similarity 1), a zero and a non-zero vector unrelated (0). Without this, rounding noise in a
-    dead channel would make an exactly equivariant layer look partly non-equivariant.
+    channel switched off by a ReLU, up to rounding) counts as zero. Two zero vectors have no angle:
+    the result is NaN, and callers leave such comparisons out (a channel that is dead in both maps
+    says nothing about equivariance; scoring it as 1 would reward networks with many dead
+    channels). A zero and a non-zero vector score 0 (unrelated), as ``torch.nn.functional.
+    cosine_similarity`` does. Without the tolerance, rounding noise in a dead channel would make an
+    exactly equivariant layer look partly non-equivariant.
     """
     na = torch.linalg.vector_norm(a, dim=dim)
     nb = torch.linalg.vector_norm(b, dim=dim)
@@ -112,18 +135,26 @@ def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     za, zb = na <= floor, nb <= floor
     cos = dot / (na * nb).clamp_min(torch.finfo(a.dtype).tiny)
     cos = torch.where(za | zb, torch.zeros_like(cos), cos)
-    return torch.where(za & zb, torch.ones_like(cos), cos)
+    return torch.where(za & zb, torch.full_like(cos, float("nan")), cos)
 
 
 def neg_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Minus the cosine similarity of the flattened rows (NaN for two zero rows: see ``_cosine``)."""
     return -_cosine(_flat(a), _flat(b), dim=1)
 
 
 def channelwise_neg_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Minus the mean over channels of the cosine similarity of each channel's H x W map (eq. 5)."""
+    """Minus the mean over channels of the cosine similarity of each channel's H x W map (eq. 5).
+
+    Channels that are zero in both maps are left out of the mean (their cosine is undefined); a
+    pair in which every channel is zero in both maps gets NaN and is left out by :class:`EEDResult`."""
+    return -torch.nanmean(_channel_cosines(a, b), dim=1)
+
+
+def _channel_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dim() != 4:
         raise ValueError(f"channelwise G-EED needs (N, C, H, W) feature maps; got shape {tuple(a.shape)}")
-    return -_cosine(a.flatten(2), b.flatten(2), dim=2).mean(dim=1)
+    return _cosine(a.flatten(2), b.flatten(2), dim=2)
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
@@ -172,17 +203,10 @@ def orbit_mean(Y: torch.Tensor, action: Action) -> torch.Tensor:
     return base + (Y[ker] - base).mean(dim=0)
 
 
-def geed(
-    Y: torch.Tensor,
-    action: Action,
-    distance: str | Callable = "l2",
-    reference: Reference = "orbit",
-    name: str | None = None,
-) -> EEDResult:
-    """G-EED of eq. 4 for orbit outputs ``Y`` (``(|G|, N, ...)``), output action and distance."""
+def _pairs(Y: torch.Tensor, action: Action, reference: Reference) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compared batches ``f(g x)`` and ``g . ref(x)``, flattened to ``(|G| N, ...)`` (element-major)."""
     group = action.group
     _check_orbit(Y, group)
-    m = _distance(distance)
     if reference == "orbit":
         ref = orbit_mean(Y, action)
     elif reference == "input":
@@ -194,16 +218,43 @@ def geed(
     out = Y
     if region is not None:
         out, targets = out * region, targets * region
+    return out.reshape(-1, *Y.shape[2:]), targets.reshape(-1, *Y.shape[2:])
+
+
+def _per_pair(values: torch.Tensor, group: Group) -> np.ndarray:
+    """``(|G| N,)`` element-major values -> ``(N, |G|)`` float64 array."""
+    return values.reshape(len(group), -1).t().detach().double().cpu().numpy()
+
+
+def geed(
+    Y: torch.Tensor,
+    action: Action,
+    distance: str | Callable = "l2",
+    reference: Reference = "orbit",
+    name: str | None = None,
+) -> EEDResult:
+    """G-EED of eq. 4 for orbit outputs ``Y`` (``(|G|, N, ...)``), output action and distance."""
+    m = _distance(distance)
+    out, targets = _pairs(Y, action, reference)
     # one call of the distance over all |G| x N pairs (distances compare row by row)
-    flat = m(out.reshape(-1, *Y.shape[2:]), targets.reshape(-1, *Y.shape[2:])).reshape(len(group), Y.shape[1])
-    per_pair = flat.t().detach().double().cpu().numpy()
+    per_pair = _per_pair(m(out, targets), action.group)
     label = name or (distance if isinstance(distance, str) else getattr(distance, "__name__", "m"))
-    return EEDResult(label, per_pair, meta={"group": group.name, "reference": reference})
+    return EEDResult(label, per_pair, meta={"group": action.group.name, "reference": reference})
 
 
 def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orbit") -> EEDResult:
-    """Channelwise G-EED (eq. 5) of a feature map under ``action`` (spatial, maybe permuting channels)."""
-    return geed(Y, action, channelwise_neg_cosine, reference=reference, name="channelwise")
+    """Channelwise G-EED (eq. 5) of a feature map under ``action`` (spatial, maybe permuting channels).
+
+    Convention for dead channels (the same for every model): a channel that is zero in both
+    compared maps is left out of that pair's mean over channels; ``meta["dead_fraction"]`` is the
+    share of (sample, element, channel) comparisons left out, and belongs beside the value: a
+    layer with many dead channels is measured on fewer channels."""
+    out, targets = _pairs(Y, action, reference)
+    cos = _channel_cosines(out, targets)  # (|G| N, C), NaN where both maps are zero
+    dead = torch.isnan(cos)
+    per_pair = _per_pair(-torch.nanmean(cos, dim=1), action.group)
+    meta = {"group": action.group.name, "reference": reference, "dead_fraction": float(dead.double().mean())}
+    return EEDResult("channelwise", per_pair, meta=meta)
 
 
 def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"]) -> float:

@@ -11,8 +11,17 @@ Cesa 2019) used by Kvinge et al. (Sec. 4.1):
   by the spatial action composed with the cyclic permutation inside every regular field; group
   pooling (max over each field) makes the latent vector invariant up to interpolation.
 
-Blocks 2 and 4 end with a stride-2 (antialiased, for the C8 model) average pooling, as in e2cnn's
-example. ``width`` scales the channel counts of e2cnn's example (24, 48, 48, 96, 96, 64 fields).
+The two families are built on equal terms: they differ only in their convolutions. Both use
+the same input mask, convolutions without bias (a batch normalisation follows), the same stride-2
+antialiased (Gaussian) average pooling after blocks 2 and 4 as in e2cnn's example -- centred on
+the grid, so that rotating a map about its centre is the action the input rotation induces --
+and the same invariant pooling: a max over each group of 8 consecutive channels (a regular field
+of the C8-CNN; any 8 channels of the CNN), then a global average over space. Their latent vectors
+therefore have the same dimension (the number of fields). The CNN also exposes ``latent_wide``,
+the global average of its last block before the channel max (8 times wider), so that a latent
+comparison can be checked for its dependence on the dimension.
+
+``width`` scales the channel counts of e2cnn's example (24, 48, 48, 96, 96, 64 fields).
 Every model exposes ``blocks`` (module names of the six blocks), ``latent_layer`` and
 ``layer_actions(group)``.
 """
@@ -28,7 +37,8 @@ from torch import nn
 from .actions import Action, SpatialAction, field_type_action
 from .groups import Group, disc_mask, get_group
 
-__all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "InvariantFeatures", "register_model", "BASE_WIDTHS"]
+__all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "InvariantFeatures", "register_model",
+           "BASE_WIDTHS", "GaussianPool2d", "RegularGroupPooling", "ARCHITECTURE_REVISION"]
 
 # e2cnn 0.2.3 indexes with a uint8 mask when building its bases: a harmless deprecation notice of torch
 warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
@@ -37,6 +47,11 @@ BASE_WIDTHS = (24, 48, 48, 96, 96, 64)
 KERNELS = ((7, 1), (5, 2), (5, 2), (5, 2), (5, 2), (5, 1))  # (kernel size, padding) per block
 POOL_AFTER = (2, 4)
 INPUT_SIZE = 29
+POOL_SIGMA = 0.66  # e2cnn example's antialiased pooling
+FIELD_SIZE = 8  # channels per regular field of the C8-CNN, and per channel-max group of the CNN
+
+# Bumped when a family's architecture changes, so that checkpoints of the old one are never reused
+ARCHITECTURE_REVISION = {"cnn": 2, "cnn-tiny": 2}
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -82,35 +97,69 @@ class _InputMask(nn.Module):
         return x * self.mask.to(x.dtype)
 
 
-class ConvNet(nn.Module):
-    """Conventional CNN with the six-block skeleton. Channel counts are ``width * BASE_WIDTHS * 8 / 8``
-    scaled by ``channel_factor`` (8 gives the same channel counts as the C8 model's regular fields)."""
+class GaussianPool2d(nn.Module):
+    """Antialiased average pooling: a depthwise convolution with a normalised Gaussian of standard
+    deviation ``sigma`` (support 2 round(3 sigma) + 1), zero padding of half the support, ``stride``.
 
-    def __init__(self, width: float = 0.125, n_classes: int = 9, channel_factor: float = 8.0, in_channels: int = 1) -> None:
+    The same operator as e2cnn's ``PointwiseAvgPoolAntialiased``, for plain tensors. On an odd-sized
+    map the output grid is centred on the input grid (output pixel j sits on input pixel
+    ``stride * j``), and the filter is symmetric under the dihedral group of the square, so the
+    pooling commutes with 90-degree rotations and flips about the centre."""
+
+    def __init__(self, sigma: float = POOL_SIGMA, stride: int = 2) -> None:
         super().__init__()
-        chans = [max(1, int(round(c * channel_factor))) for c in _widths(width)]
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive; got {sigma}")
+        size = 2 * int(round(3 * sigma)) + 1
+        r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+        g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+        self.register_buffer("kernel", (g / g.sum()).float()[None, None], persistent=False)
+        self.stride, self.padding = int(stride), (size - 1) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel.to(x.dtype).expand(x.shape[1], 1, -1, -1)
+        return nn.functional.conv2d(x, k, stride=self.stride, padding=self.padding, groups=x.shape[1])
+
+
+class ConvNet(nn.Module):
+    """Conventional CNN with the six-block skeleton and the C8-CNN's pooling (see the module text).
+
+    Channel counts are ``width * BASE_WIDTHS`` times ``channel_factor`` (8 gives the C8 model's
+    channel counts); the invariant pooling takes the max over groups of ``FIELD_SIZE`` channels."""
+
+    def __init__(self, width: float = 0.125, n_classes: int = 9, channel_factor: int = FIELD_SIZE, in_channels: int = 1) -> None:
+        super().__init__()
+        if not (isinstance(channel_factor, int) and channel_factor >= 1):
+            raise ValueError(f"channel_factor must be a positive integer; got {channel_factor!r}")
+        chans = [c * channel_factor for c in _widths(width)]
         self.input_mask = _InputMask(INPUT_SIZE)
         prev = in_channels
         self.blocks = []
         for i, (c, (k, p)) in enumerate(zip(chans, KERNELS), start=1):
-            layers: list[nn.Module] = [nn.Conv2d(prev, c, k, padding=p), nn.BatchNorm2d(c), nn.ReLU(inplace=False)]
+            layers: list[nn.Module] = [nn.Conv2d(prev, c, k, padding=p, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=False)]
             if i in POOL_AFTER:
-                layers.append(nn.AvgPool2d(2, stride=2, padding=1))
+                layers.append(GaussianPool2d(POOL_SIGMA, stride=2))
             setattr(self, f"block{i}", nn.Sequential(*layers))
             self.blocks.append(f"block{i}")
             prev = c
+        if prev % FIELD_SIZE:
+            raise ValueError(f"the last block has {prev} channels, not a whole number of groups of {FIELD_SIZE}")
+        self.gpool = RegularGroupPooling(FIELD_SIZE)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.latent = nn.Flatten()
-        self.head = nn.Sequential(nn.Linear(prev, 64), nn.BatchNorm1d(64), nn.ELU(), nn.Linear(64, n_classes))
+        self.latent_wide = nn.Identity()
+        c = prev // FIELD_SIZE
+        self.head = nn.Sequential(nn.Linear(c, 64), nn.BatchNorm1d(64), nn.ELU(), nn.Linear(64, n_classes))
         self.latent_layer = "latent"
-        self.latent_dim = prev
+        self.latent_dim = c
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The feature extractor f1: input -> latent vector."""
         x = self.input_mask(x)
         for name in self.blocks:
             x = getattr(self, name)(x)
-        return self.latent(self.pool(x))
+        self.latent_wide(x.mean(dim=(2, 3)))  # a readout for measurement only: the head does not see it
+        return self.latent(self.pool(self.gpool(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -138,7 +187,7 @@ class SteerableCNN(nn.Module):
             out = enn.FieldType(self.gspace, [self.gspace.regular_repr] * c)
             layers = [enn.R2Conv(prev, out, kernel_size=k, padding=p, bias=False), enn.InnerBatchNorm(out), enn.ReLU(out, inplace=True)]
             if i in POOL_AFTER:
-                layers.append(enn.PointwiseAvgPoolAntialiased(out, sigma=0.66, stride=2))
+                layers.append(enn.PointwiseAvgPoolAntialiased(out, sigma=POOL_SIGMA, stride=2))
             setattr(self, f"block{i}", enn.SequentialModule(*layers))
             self.blocks.append(f"block{i}")
             self.block_types[f"block{i}"] = out
@@ -243,5 +292,6 @@ def output_size(size: int = INPUT_SIZE) -> int:
     for i, (k, p) in enumerate(KERNELS, start=1):
         size = size + 2 * p - k + 1
         if i in POOL_AFTER:
-            size = math.floor((size + 2 - 2) / 2) + 1
+            support = 2 * int(round(3 * POOL_SIGMA)) + 1
+            size = math.floor((size + (support - 1) - support) / 2) + 1
     return size

@@ -164,7 +164,7 @@ class Report:
     results: dict[tuple[str, str], EEDResult] = field(default_factory=dict)  # (metric, layer) -> result
 
     def table(self) -> pd.DataFrame:
-        """Tidy per-sample table: metric, layer, sample, value."""
+        """Tidy per-sample table: metric, layer, sample, value (NaN where undefined, e.g. every channel dead)."""
         frames = [
             pd.DataFrame({"metric": m, "layer": layer, "sample": np.arange(len(r.per_sample)), "value": r.per_sample})
             for (m, layer), r in self.results.items()
@@ -175,7 +175,8 @@ class Report:
         rows = []
         for (m, layer), r in self.results.items():
             lo, hi = r.ci(level)
-            rows.append({"metric": m, "layer": layer, "value": r.value, "lo": lo, "hi": hi, "n": len(r.per_sample), "M": r.normaliser})
+            rows.append({"metric": m, "layer": layer, "value": r.value, "lo": lo, "hi": hi, "n": len(r.per_sample), "M": r.normaliser,
+                         "dead_fraction": r.meta.get("dead_fraction", float("nan"))})
         return pd.DataFrame(rows)
 
     def __getitem__(self, key: tuple[str, str]) -> EEDResult:
@@ -187,7 +188,7 @@ def evaluate(
     x: torch.Tensor,
     group: Group | str,
     channelwise: Mapping[str, Action] | None = None,
-    latent: str | None = None,
+    latent: str | Sequence[str] | None = None,
     logits: bool = True,
     reference_points: torch.Tensor | None = None,
     references: Sequence[str] = ("orbit",),
@@ -197,9 +198,11 @@ def evaluate(
     """All G-EED variants from one batched orbit pass.
 
     ``channelwise`` maps module names of feature-map layers to their actions (``None`` values
-    mean the plain spatial action); ``latent`` names the feature extractor's output module
-    (trivial action; l2 and cosine, normalised by M over the latent vectors of
-    ``reference_points`` -- the evaluated points themselves when None -- and unnormalised);
+    mean the plain spatial action; see :func:`geed.metrics.channelwise_eed` for dead channels,
+    whose share is ``dead_fraction`` in the summary); ``latent`` names the feature extractor's
+    output module, or several modules (trivial action; l2 and cosine, normalised by M over the
+    latent vectors of ``reference_points`` -- the evaluated points themselves when None -- and
+    unnormalised);
     ``logits=True`` adds softmax G-EED and the DI/LI errors of Moskalev et al. on the model output.
     ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
     """
@@ -211,22 +214,23 @@ def evaluate(
     for n, a in actions.items():
         if a.group.order != group.order or a.group.name != group.name:
             raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
-    names = list(actions) + ([latent] if latent else [])
+    latents = [latent] if isinstance(latent, str) else list(latent or [])
+    names = list(actions) + latents
     Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)
+    ref_pts: dict[str, torch.Tensor | None] = dict.fromkeys(latents)
+    if latents and reference_points is not None:
+        ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     report = Report(group.name)
     for ref in references:
         sfx = "" if ref == "orbit" else "@input"
         for n, a in actions.items():
             report.results[("channelwise" + sfx, n)] = channelwise_eed(Y[n], a, reference=ref)
-        if latent:
-            ref_pts = None
-            if reference_points is not None:
-                ref_pts = forward_outputs(model, reference_points, [latent], chunk_size=chunk_size, dtype=dtype)[latent]
+        for lat in latents:
             for dist in ("l2", "cosine"):
-                r = latent_eed(Y[latent], group, dist, normalise=True, reference_points=ref_pts, reference=ref)
-                report.results[(f"latent_{dist}" + sfx, latent)] = r
-            report.results[("latent_cosine_unnormalised" + sfx, latent)] = latent_eed(
-                Y[latent], group, "cosine", normalise=False, reference=ref
+                r = latent_eed(Y[lat], group, dist, normalise=True, reference_points=ref_pts[lat], reference=ref)
+                report.results[(f"latent_{dist}" + sfx, lat)] = r
+            report.results[("latent_cosine_unnormalised" + sfx, lat)] = latent_eed(
+                Y[lat], group, "cosine", normalise=False, reference=ref
             )
         if logits:
             report.results[("softmax" + sfx, OUTPUT)] = softmax_eed(Y[OUTPUT], group, reference=ref)

@@ -21,7 +21,7 @@ from torch import nn
 
 from .data import DigitData, random_rotation
 from .groups import get_group
-from .models import build_model
+from .models import ARCHITECTURE_REVISION, build_model
 from .saliency import logit_invariance_penalty
 
 __all__ = ["TrainConfig", "TrainResult", "train", "accuracy", "accuracy_of", "load_checkpoint", "training_device"]
@@ -90,7 +90,8 @@ class TrainConfig:
         return sorted(set(s))
 
     def name(self) -> str:
-        return (f"{self.family}-w{self.width:g}-s{self.seed}-it{self.iterations}-b{self.batch_size}-lr{self.lr:g}"
+        rev = ARCHITECTURE_REVISION.get(self.family, 1)
+        return (f"{self.family}{f'.r{rev}' if rev > 1 else ''}-w{self.width:g}-s{self.seed}-it{self.iterations}-b{self.batch_size}-lr{self.lr:g}"
                 f"-{self.schedule}-wd{self.weight_decay:g}-aug{int(self.augment)}"
                 + (f"-inv{self.invariance_weight:g}{self.invariance_group}" if self.invariance_weight else ""))
 

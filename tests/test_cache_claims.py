@@ -51,7 +51,9 @@ def test_compare_verdicts():
     same = rng.normal(1, 1, 10)
     assert claims.compare(same, same + rng.normal(0, 0.01, 10), "a", "b").verdict == claims.INCONCLUSIVE
     assert claims.compare(big, small, "a", "b", across="samples").verdict == claims.HOLDS
-    assert claims.compare([1.0], [0.0], "a", "b").verdict == claims.INCONCLUSIVE  # one model each: no spread
+    assert claims.compare([1.0], [0.0], "a", "b").verdict == claims.NOT_TESTED  # one model each: no spread, no verdict
+    paired = claims.compare(big, big - 0.5 + rng.normal(0, 0.01, 10), "a", "b", across="paired")
+    assert paired.verdict == claims.HOLDS and "paired" in paired.figures
 
 
 def test_near_zero_exceeds_all_of():

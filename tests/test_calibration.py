@@ -1,0 +1,159 @@
+"""Calibration of the ledger's rules: with no effect, a rule gives a verdict other than *inconclusive*
+at most 5% of the time (plus Monte-Carlo slack); with a planted effect it finds it; every rule can
+return every outcome; and every claim of every chapter, as applied to tables of the profiles' shapes,
+meets the same bound."""
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geed import calibration as K
+from geed import claims as C
+from geed.experiments import pretrained as P
+from geed.experiments import rotated_digits as rd
+from geed.experiments import selfsup as S
+
+N_SIMS = 4000
+SLACK = 3 * np.sqrt(0.05 * 0.95 / N_SIMS)  # three Monte-Carlo standard errors at the nominal rate
+NOMINAL = C.ALPHA
+
+
+def _diffs(n, k, paired=False, rng=None, shift=0.0):
+    rng = rng or np.random.default_rng(0)
+    return [C.difference(rng.normal(shift, 1, n), rng.normal(0, 1, n), f"part {j}", paired=paired) for j in range(k)]
+
+
+RULES = {
+    "greater": lambda n, k, paired: C.greater_for_all(_diffs(n, 1, paired)),
+    "for_all": lambda n, k, paired: C.greater_for_all(_diffs(n, k, paired)),
+    "for_some": lambda n, k, paired: C.greater_for_some(_diffs(n, k, paired)),
+    "no_decrease": lambda n, k, paired: C.no_decrease(_diffs(n, k, paired), margin=0.5),
+    "opposite": lambda n, k, paired: C.opposite_orders(list(zip(_diffs(n, k, paired), _diffs(n, k, paired, np.random.default_rng(1))))),
+}
+
+
+@pytest.mark.parametrize("kind,n,k,paired", [(kind, n, k, paired) for kind in RULES for n in (2, 3, 5, 10) for k in (1, 6)
+                                            for paired in (False, True)])
+def test_false_verdict_rate_is_at_most_nominal(kind, n, k, paired):
+    spec = RULES[kind](n, k, paired).spec
+    assert K.false_verdict_rate(spec, n_sims=N_SIMS) <= NOMINAL + SLACK
+
+
+@pytest.mark.parametrize("kind", list(RULES))
+def test_a_planted_effect_is_found(kind):
+    """Stated size: 4 standard deviations of single values with 10 models per side (paired: 10 pairs)."""
+    spec = RULES[kind](10, 3, False).spec
+    if kind == "no_decrease":  # power of a no-change claim: nothing changes, margin 2 SD
+        spec = dict(spec, margin_sd=2.0)
+        assert K.simulate(spec, "null", n_sims=2000)["holds"] >= 0.8
+    else:
+        assert K.power(spec, 4.0, n_sims=2000) >= 0.8
+
+
+def test_simulation_uses_the_ledgers_own_decision():
+    """One simulated table decided by the ledger's rule and by the calibration gives the same verdict."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        a, b = rng.normal(0.3, 1, 4), rng.normal(0, 1, 4)
+        v = C.greater(a, b, "a", "b")
+        d = C.difference(a, b, "a - b")
+        code = C.decide("greater", np.array([d.p_above()]), np.array([d.p_below()]))
+        assert v.verdict == {0: C.INCONCLUSIVE, 1: C.HOLDS, 2: C.FAILS}[int(code)]
+
+
+def test_every_rule_can_return_every_outcome():
+    rng = np.random.default_rng(0)
+    up = lambda k: [C.difference(rng.normal(5, 0.1, 5), rng.normal(0, 0.1, 5), "d") for _ in range(k)]  # noqa: E731
+    down = lambda k: [C.difference(rng.normal(-5, 0.1, 5), rng.normal(0, 0.1, 5), "d") for _ in range(k)]  # noqa: E731
+    null = lambda k: [C.difference(rng.normal(0, 1, 5), rng.normal(0, 1, 5), "d") for _ in range(k)]  # noqa: E731
+    for rule in (C.greater_for_all, C.greater_for_some):
+        assert {rule(up(3)).verdict, rule(down(3)).verdict, rule(null(3)).verdict} == {C.HOLDS, C.FAILS, C.INCONCLUSIVE}
+    assert C.no_decrease(up(3), 0.5).verdict == C.HOLDS
+    assert C.no_decrease(down(3), 0.5).verdict == C.FAILS
+    assert C.no_decrease([C.difference(rng.normal(0, 3, 3), rng.normal(0, 3, 3), "d")], 0.5).verdict == C.INCONCLUSIVE
+    assert C.opposite_orders([(up(1)[0], down(1)[0])]).verdict == C.HOLDS
+    assert C.opposite_orders([(up(1)[0], up(1)[0])]).verdict == C.FAILS
+    assert C.opposite_orders([(up(1)[0], null(1)[0])]).verdict == C.INCONCLUSIVE
+    assert C.greater([1.0], [0.0], "a", "b").verdict == C.NOT_TESTED
+
+
+def test_no_change_is_never_enough_for_a_claim_of_no_change():
+    """Noisy data with no change: the no-decrease rule must not say *holds* for lack of a significant fall."""
+    rng = np.random.default_rng(0)
+    verdicts = [C.no_decrease([C.difference(rng.normal(0, 1, 3), rng.normal(0, 1, 3), "d", paired=True)], margin=0.05).verdict
+                for _ in range(200)]
+    assert verdicts.count(C.HOLDS) <= 0.05 * 200
+
+
+# ----------------------------------------------------------------------------- every claim of every chapter
+def _track(n_models: int, rng, effect: float = 0.0) -> pd.DataFrame:
+    rows = []
+    for fam, seed, step in itertools.product(["CNN", "C8-CNN"], range(n_models), [0, 250, 500]):
+        good = effect * (fam == "C8-CNN")
+        for b in range(1, 7):
+            rows.append({"family": fam, "seed": seed, "step": step, "metric": "channelwise", "layer": f"block{b}",
+                         "value": -0.5 - good + 0.05 * rng.normal(), "dead_fraction": 0.0})
+        for layer in ("latent", "latent_wide"):
+            for metric, lvl in (("latent_l2", 0.3), ("softmax", 0.05), ("latent_cosine", 0.1), ("latent_cosine_unnormalised", -0.9)):
+                rows.append({"family": fam, "seed": seed, "step": step, "metric": metric, "layer": layer if metric != "softmax" else "output",
+                             "value": lvl + 0.02 * rng.normal()})
+    return pd.DataFrame(rows).drop_duplicates(["family", "seed", "step", "metric", "layer"])
+
+
+def _ood(n_models, rng):
+    rows = []
+    for model, seed, ds in itertools.product(["untrained CNN", "CNN", "C8-CNN"], range(n_models), ["rotated-mnist", "font-glyphs", "uniform-noise"]):
+        for metric in ("latent_l2", "softmax", "latent_cosine_unnormalised"):
+            rows.append({"model": model, "seed": seed, "dataset": ds, "metric": metric, "value": 0.3 + 0.02 * rng.normal()})
+    return pd.DataFrame(rows)
+
+
+def _pretrained_track(n_models, rng):
+    rows = []
+    for arch, init, seed, step in itertools.product(["resnet50-tiny", "alexnet-tiny"], P.INITS, range(n_models), [0, 25, 50]):
+        for group in ("C8", "D8"):
+            for metric in ("latent_l2", "latent_cosine"):
+                rows.append({"arch": arch, "init": init, "seed": seed, "step": step, "metric": metric, "group": group, "value": 0.2 + 0.02 * rng.normal()})
+        rows.append({"arch": arch, "init": init, "seed": seed, "step": step, "metric": "softmax", "group": "C8", "value": 0.01 + 0.002 * rng.normal()})
+    acc = pd.DataFrame([{"arch": a, "init": i, "seed": s, "accuracy": 0.5 + 0.02 * rng.normal()}
+                        for a, i, s in itertools.product(["resnet50-tiny", "alexnet-tiny"], P.INITS, range(n_models))])
+    return pd.DataFrame(rows), acc
+
+
+def _selfsup(n_points, rng):
+    rows = []
+    for label in S.LABELS.values():
+        for metric in ("latent_l2", "latent_cosine"):
+            rows += [{"model": label, "seed": 0, "metric": metric, "sample": i, "value": 0.2 + 0.05 * rng.normal(), "M": 1.0, "effective_rank": 5.0}
+                     for i in range(n_points)]
+    return pd.DataFrame(rows)
+
+
+def _chapter_claims(n_models: int) -> list[tuple]:
+    rng = np.random.default_rng(n_models)
+    track = _track(n_models, rng)
+    acc = pd.DataFrame({"accuracy": [0.99] * (2 * n_models)})
+    tr, acc43 = _pretrained_track(n_models, rng)
+    return (rd.claims_41(track, acc) + rd.claims_42(_ood(n_models, rng)) + P.claims_43(tr, acc43) + S.claims_44(_selfsup(20, rng)))
+
+
+@pytest.mark.parametrize("n_models", [2, 3, 5])  # smoke, default and more
+def test_every_claim_of_every_chapter_is_calibrated(n_models):
+    specs = [(cid, v.spec) for cid, _, _, v in _chapter_claims(n_models) if v.spec.get("kind") not in (None, "deterministic", "not_tested")]
+    assert len(specs) > 20
+    seen = {}
+    for cid, spec in specs:
+        key = repr(spec)
+        if key not in seen:
+            seen[key] = K.false_verdict_rate(spec, n_sims=2000)
+        assert seen[key] <= NOMINAL + 3 * np.sqrt(0.05 * 0.95 / 2000), (cid, spec, seen[key])
+
+
+def test_chapter_rules_find_a_planted_effect():
+    rng = np.random.default_rng(0)
+    track = _track(5, rng, effect=0.4)  # the C8-CNN 8 standard deviations more equivariant at every block
+    v = {cid: verdict.verdict for cid, _, _, verdict in rd.claims_41(track, pd.DataFrame({"accuracy": [0.99] * 10}))}
+    assert v["4.1-2"] == C.HOLDS
+    null = {cid: verdict.verdict for cid, _, _, verdict in rd.claims_41(_track(5, rng), pd.DataFrame({"accuracy": [0.99] * 10}))}
+    assert null["4.1-2"] == C.INCONCLUSIVE

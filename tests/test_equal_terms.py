@@ -1,0 +1,150 @@
+"""The CNN and the C8-CNN are measured on equal terms: known answers that pin the pooling grid, the
+dead-channel convention and the latent dimension of both families."""
+import numpy as np
+import pytest
+import torch
+
+import geed
+from geed.metrics import channelwise_eed
+from geed.models import ConvNet, GaussianPool2d, SteerableCNN, available_models, build_model
+from tests.conftest import smooth_images
+
+
+def c4_symmetrised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every conv filter replaced by its average over the four 90-degree rotations: each channel map
+    then rotates with the input, so the network is exactly C4-equivariant under the plain action."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1:
+                w = m.weight
+                m.weight.copy_(sum(torch.rot90(w, k, dims=(2, 3)) for k in range(4)) / 4)
+    return model
+
+
+def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial eval-mode statistics, so batch normalisation is part of what is checked."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+
+
+@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("mask", [True, False])
+def test_every_registered_model_with_a_spatial_action_reads_minus_one_when_exactly_equivariant(name, mask):
+    """A plain CNN with C4-symmetrised filters, and a C8-CNN at 90-degree steps, must read -1 after
+    every block (float64, eval mode) under C4: any off-centre resampling would show here."""
+    model = build_model(name, seed=0)
+    if isinstance(model, ConvNet):
+        c4_symmetrised(model)
+        _randomise_batchnorm(model)
+    else:
+        assert isinstance(model, SteerableCNN)
+    model = model.double().eval()
+    g = geed.get_group("C4", mask=mask)
+    rep = geed.evaluate(model, smooth_images(6), g, channelwise=model.layer_actions(g), latent=model.latent_layer,
+                        dtype=torch.float64)
+    for b in model.blocks:
+        assert rep[("channelwise", b)].value == pytest.approx(-1.0, abs=1e-6), (name, b)
+    assert rep[("latent_l2", model.latent_layer)].value < 1e-6
+
+
+def test_off_centre_pooling_breaks_the_known_answer():
+    """The pooling the CNN had before (2x2 average, stride 2, padding 1) moves the grid centre: the
+    symmetrised CNN then reads clearly above -1 after the pooled blocks (so the test above can fail)."""
+    model = c4_symmetrised(build_model("cnn", seed=0))
+    for name in ("block2", "block4"):
+        block = getattr(model, name)
+        block[-1] = torch.nn.AvgPool2d(2, stride=2, padding=1)
+    model = model.double().eval()
+    g = geed.get_group("C4", mask=True)
+    rep = geed.evaluate(model, smooth_images(6), g, channelwise=model.layer_actions(g), logits=False, dtype=torch.float64)
+    assert rep[("channelwise", "block1")].value == pytest.approx(-1.0, abs=1e-9)
+    assert rep[("channelwise", "block2")].value > -0.999
+
+
+def test_gaussian_pooling_is_e2cnns_antialiased_pooling():
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    gs = gspaces.Rot2dOnR2(N=8)
+    ftype = enn.FieldType(gs, [gs.regular_repr] * 2)
+    x = torch.randn(3, 16, 25, 25)
+    ours = GaussianPool2d(0.66, stride=2)(x)
+    theirs = enn.PointwiseAvgPoolAntialiased(ftype, sigma=0.66, stride=2)(enn.GeometricTensor(x, ftype)).tensor
+    assert ours.shape == theirs.shape == (3, 16, 13, 13)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_both_families_have_the_same_latent_dimension():
+    for width in (1 / 24, 0.0625, 0.125):
+        assert ConvNet(width=width).latent_dim == SteerableCNN(width=width).latent_dim == max(1, round(64 * width))
+    assert ConvNet(width=1.0).latent_dim == 64
+    wide = geed.forward_outputs(ConvNet(width=0.0625).eval(), torch.rand(2, 1, 29, 29), ["latent", "latent_wide"])
+    assert wide["latent"].shape == (2, 4) and wide["latent_wide"].shape == (2, 32)
+
+
+# ----------------------------------------------------------------------------- dead channels
+def _plain_loop_channelwise(Y: torch.Tensor, group, both_zero: float | None = None) -> tuple[float, float]:
+    """Channelwise G-EED by explicit loops, for the plain spatial action with a trivial kernel:
+    both-zero channels left out (or scored ``both_zero``), zero against non-zero scores 0,
+    ordinary cosine otherwise. Returns the value and the share of comparisons left out."""
+    G, N, C = Y.shape[:3]
+    per_sample, left_out, total = [], 0, 0
+    for n in range(N):
+        pair_values = []
+        for i in range(G):
+            target = group.act(Y[0, n : n + 1], i)[0]
+            cosines = []
+            for c in range(C):
+                a, b = Y[i, n, c].flatten(), target[c].flatten()
+                na, nb = float(a.norm()), float(b.norm())
+                total += 1
+                if na == 0 and nb == 0:
+                    left_out += 1
+                    if both_zero is not None:
+                        cosines.append(both_zero)
+                    continue
+                cosines.append(0.0 if na == 0 or nb == 0 else float(a @ b) / (na * nb))
+            if cosines:
+                pair_values.append(-np.mean(cosines))
+        per_sample.append(np.mean(pair_values))
+    return float(np.mean(per_sample)), left_out / total
+
+
+def test_dead_channels_are_left_out_as_a_plain_loop_does():
+    g = geed.get_group("C4")
+    gen = torch.Generator().manual_seed(1)
+    Y = torch.relu(torch.randn(4, 5, 6, 7, 7, generator=gen, dtype=torch.float64))
+    Y[:, :, 0] = 0.0  # dead everywhere
+    Y[:, 1, 1] = 0.0  # dead for one sample
+    Y[2, 3, 2] = 0.0  # dead in one transformed input only: zero against non-zero
+    Y[:, 4] = 0.0  # a sample whose every channel is dead: left out of the mean
+    res = channelwise_eed(Y, geed.SpatialAction(g), reference="input")
+    expected, frac = _plain_loop_channelwise(Y[:, :4], g)
+    assert res.value == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(res.per_sample[4]) and res.undefined_fraction == pytest.approx(4 / 20)
+    n_dead = 4 * 5 + 4 + 4 * 5  # channel 0 everywhere, (sample 1, channel 1), the other channels of sample 4
+    assert res.meta["dead_fraction"] == pytest.approx(n_dead / (4 * 5 * 6))
+    lo, hi = res.ci()
+    assert lo <= res.value <= hi
+
+
+def test_channelwise_on_a_resnet_agrees_with_a_plain_loop():
+    """torchvision's ResNet18 (random weights, C4, 64 x 64): geed equals the plain loop, and differs
+    from scoring dead channels as perfectly equivariant."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().double().eval()
+    x = smooth_images(4, 64).expand(-1, 3, -1, -1).contiguous()
+    g = geed.get_group("C4")
+    Y = geed.orbit_outputs(model, x, g, ["layer4"], dtype=torch.float64)["layer4"]
+    ours = channelwise_eed(Y, geed.SpatialAction(g))
+    expected, frac = _plain_loop_channelwise(Y, g)
+    assert ours.value == pytest.approx(expected, abs=1e-9)
+    assert ours.meta["dead_fraction"] == pytest.approx(frac)
+    assert frac > 0.01  # the check is about something: this layer has dead channels
+    # the previous convention (both-zero channels score a cosine of 1) reads more equivariant
+    old, _ = _plain_loop_channelwise(Y, g, both_zero=1.0)
+    assert old < ours.value - 1e-3

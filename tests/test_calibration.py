@@ -157,3 +157,14 @@ def test_chapter_rules_find_a_planted_effect():
     assert v["4.1-2"] == C.HOLDS
     null = {cid: verdict.verdict for cid, _, _, verdict in rd.claims_41(_track(5, rng), pd.DataFrame({"accuracy": [0.99] * 10}))}
     assert null["4.1-2"] == C.INCONCLUSIVE
+
+
+def test_latent_dimension_check_uses_the_wider_readout_of_the_cnn_only():
+    rng = np.random.default_rng(0)
+    track = _track(3, rng)
+    track = track[~((track.family == "C8-CNN") & (track.layer == "latent_wide"))]
+    track.loc[(track.family == "CNN") & (track.layer == "latent_wide") & (track.metric == "latent_cosine"), "value"] += 5.0
+    check = rd.latent_dimension_check(track, pd.DataFrame({"accuracy": [0.99] * 6}))
+    assert list(check["id"]) == list(rd.LATENT_CLAIMS)
+    row = check.set_index("id").loc["4.1-9"]
+    assert row["CNN 8x wider"] == C.FAILS and not row["agree"]  # the wider CNN readout is far less cosine-invariant

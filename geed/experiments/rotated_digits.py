@@ -124,10 +124,12 @@ def _values(df: pd.DataFrame, **where) -> pd.Series:
 
 
 def _latent(track: pd.DataFrame, layer: str = "latent") -> pd.DataFrame:
-    """Rows of one latent readout (``latent``: both families' latent space of equal dimension) and
-    every non-latent row."""
+    """Every non-latent row, and the latent rows of readout ``layer`` for each family that has it
+    (``latent`` otherwise: the C8-CNN has no wider readout)."""
     is_latent = track["metric"].str.startswith("latent")
-    return track[~is_latent | (track["layer"] == layer)]
+    has = track[is_latent & (track["layer"] == layer)]["family"].unique()
+    chosen = track["layer"] == track["family"].map(lambda f: layer if f in has else "latent")
+    return track[~is_latent | chosen]
 
 
 def claims_41(track: pd.DataFrame, accuracies: pd.DataFrame, accuracy_bar: float = 0.98, latent_layer: str = "latent") -> list[tuple]:

@@ -28,8 +28,10 @@ def similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
         raise ValueError(f"need two (N, C, H, W) tensors of one shape; got {tuple(a.shape)} and {tuple(b.shape)}")
     A, B = a.flatten(2), b.flatten(2)  # (N, C, HW)
     C = A.shape[1]
-    S = torch.stack([_cosine(A[:, i : i + 1, :].expand(-1, C, -1), B, dim=2).mean(0) for i in range(C)])
-    return S.double().cpu().numpy()
+    # a pair of channels that are both zero on an input has no cosine (NaN): it is left out of the mean
+    # over inputs; a pair dead on every input carries no evidence for a match and scores 0
+    S = torch.stack([torch.nanmean(_cosine(A[:, i : i + 1, :].expand(-1, C, -1), B, dim=2), dim=0) for i in range(C)])
+    return torch.nan_to_num(S.double(), nan=0.0).cpu().numpy()
 
 
 def match_permutations(Y: torch.Tensor, group: Group) -> list[np.ndarray]:

@@ -51,7 +51,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import stats as _st
@@ -251,43 +251,40 @@ def greater(a, b, label_a: str, label_b: str, paired: bool = False) -> Verdict:
                                    f"{'paired' if paired else 'Welch'} t, each direction at {ALPHA / 2:g}"))
 
 
-def greater_for_all(diffs: Iterable[Difference] | callable, what: str = "part") -> Verdict:
+def _applied(kind: str, source, rule: Callable[[int], str], margin: float = 0.0) -> Verdict:
+    """Apply a rule to differences given as a list or a function returning them (so that too few
+    values, raised while building them, give *not tested*); ``rule(k)`` states it for k parts."""
+    def build():
+        ds = list(source() if callable(source) else source)
+        return _verdict(kind, ds, rule(len(ds)), margin)
+    return _guard(build)
+
+
+def greater_for_all(diffs: Iterable[Difference] | Callable, what: str = "part") -> Verdict:
     """Every difference is positive (intersection: each at ALPHA/2; the opposite side Holm-corrected)."""
-    def build():
-        ds = list(diffs() if callable(diffs) else diffs)
-        return _verdict("for_all", ds, f"holds if every {what} is significantly positive (t, one-sided {ALPHA / 2:g}); "
-                                       f"does not hold if some {what} is significantly negative (Holm over {len(ds)})")
-    return _guard(build)
+    return _applied("for_all", diffs, lambda k: f"holds if every {what} is significantly positive (t, one-sided {ALPHA / 2:g}); "
+                                                f"does not hold if some {what} is significantly negative (Holm over {k})")
 
 
-def greater_for_some(diffs: Iterable[Difference] | callable, what: str = "part") -> Verdict:
+def greater_for_some(diffs: Iterable[Difference] | Callable, what: str = "part") -> Verdict:
     """Some difference is positive (union: Holm-corrected); does not hold if every one is negative."""
-    def build():
-        ds = list(diffs() if callable(diffs) else diffs)
-        return _verdict("for_some", ds, f"holds if some {what} is significantly positive (t, Holm over {len(ds)} at {ALPHA / 2:g}); "
-                                        f"does not hold if every {what} is significantly negative")
-    return _guard(build)
+    return _applied("for_some", diffs, lambda k: f"holds if some {what} is significantly positive (t, Holm over {k} at {ALPHA / 2:g}); "
+                                                 f"does not hold if every {what} is significantly negative")
 
 
-def no_decrease(diffs: Iterable[Difference] | callable, margin: float, what: str = "part") -> Verdict:
+def no_decrease(diffs: Iterable[Difference] | Callable, margin: float, what: str = "part") -> Verdict:
     """No difference falls below ``-margin`` (a claim of no decrease, tested against a fixed margin)."""
-    def build():
-        ds = list(diffs() if callable(diffs) else diffs)
-        return _verdict("no_decrease", ds, f"holds if every {what} is significantly above -{margin:g} (t, one-sided {ALPHA / 2:g}); "
-                                           f"does not hold if some {what} is significantly below -{margin:g} (Holm over {len(ds)}); "
-                                           f"margin {margin:g} fixed in advance", margin)
-    return _guard(build)
+    return _applied("no_decrease", diffs, lambda k: f"holds if every {what} is significantly above -{margin:g} (t, one-sided {ALPHA / 2:g}); "
+                                                    f"does not hold if some {what} is significantly below -{margin:g} (Holm over {k}); "
+                                                    f"margin {margin:g} fixed in advance", margin)
 
 
-def opposite_orders(pairs: Iterable[tuple[Difference, Difference]] | callable, what: str = "comparison") -> Verdict:
+def opposite_orders(pairs: Iterable[tuple[Difference, Difference]] | Callable, what: str = "comparison") -> Verdict:
     """The two metrics of some pair order their sides in opposite directions, both significantly."""
-    def build():
-        ps = list(pairs() if callable(pairs) else pairs)
-        flat = [d for p in ps for d in p]
-        return _verdict("opposite", flat, f"holds if, for some {what}, the two metrics differ significantly in opposite directions "
-                                          f"(t, one-sided {ALPHA / 2:g}, Holm over {len(ps)}); does not hold if for every {what} "
-                                          f"both metrics differ significantly in the same direction")
-    return _guard(build)
+    flat = (lambda: [d for p in pairs() for d in p]) if callable(pairs) else [d for p in pairs for d in p]
+    return _applied("opposite", flat, lambda k: f"holds if, for some {what}, the two metrics differ significantly in opposite directions "
+                                                f"(t, one-sided {ALPHA / 2:g}, Holm over {k // 2}); does not hold if for every {what} "
+                                                f"both metrics differ significantly in the same direction")
 
 
 def not_tested(reason: str, figures: str = "") -> Verdict:

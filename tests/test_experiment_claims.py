@@ -43,3 +43,22 @@ def test_claims_42_follow_the_numbers():
     v = {cid: verdict.verdict for cid, _, _, verdict in claims_42(pd.DataFrame(rows))}
     assert v.pop("4.2-7") == C.NOT_TESTED  # no in-distribution set in this table
     assert all(x == C.HOLDS for x in v.values()), v
+
+
+def test_section3_sentences_follow_the_tables():
+    import pandas as pd
+
+    from geed.experiments import section3 as s3
+
+    known = pd.DataFrame({"check": ["a", "b"], "abs_error": [1e-12, 3e-16]})
+    assert "every check reproduces" in s3.known_answers_sentence(known)
+    assert "checks off: b" in s3.known_answers_sentence(known.assign(abs_error=[1e-12, 0.2]))
+    floor = pd.DataFrame({"model": "C8-CNN", "setting": ["C8, masked"] * 2 + ["C8, no mask"] * 2, "block": [1, 2, 1, 2], "mean": [0.1, 0.1, 0.15, 0.3]})
+    assert s3.mask_sentence(floor).endswith("at 2 of 2 blocks, by 0.050 to 0.200, most at block 2")
+    assert "at 0 of 2 blocks" in s3.mask_sentence(floor.assign(mean=[0.1, 0.1, 0.05, 0.0]))
+    refs = pd.DataFrame({"model": ["A", "B"], "metric": "m", "orbit mean": [1.0, 2.0], "untransformed input": [3.0, 2.5]})
+    assert "m: different orders (A < B against B < A)" == s3.orderings_sentence(refs)
+    assert "the same order" in s3.orderings_sentence(refs.assign(**{"untransformed input": [1.0, 2.0]}))
+    fig1 = pd.DataFrame({"model": ["X", "X"], "metric": ["channelwise (block 1)", "softmax (KL)"], "value": [-1.0, 0.0]})
+    assert "exactly equivariant to 1e-6" in s3.figure1_sentence(fig1)
+    assert "not exactly" in s3.figure1_sentence(fig1.assign(value=[-0.9, 0.0]))

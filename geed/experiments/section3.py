@@ -182,3 +182,53 @@ def proposition_32(x: torch.Tensor, seed: int = 0) -> pd.DataFrame:
             for layer in ("blur1", "blur2"):
                 rows.append({"map": label, "group": gname, "layer": layer, "G-EED (l2)": geed_metric(Y[layer], SpatialAction(g), "l2").value})
     return pd.DataFrame(rows)
+
+
+# --- sentences computed from the tables (a profile can change every one of them) ----------------------
+
+
+def known_answers_sentence(known: pd.DataFrame, tol: float = 1e-9) -> str:
+    """Whether every known answer was reproduced to float64 round-off, and which failed if not."""
+    worst = float(known["abs_error"].max())
+    if worst <= tol:
+        return f"{worst:.1e}: every check reproduces its exact value to float64 round-off"
+    bad = known.loc[known["abs_error"] > tol, "check"].unique() if "check" in known else []
+    return f"{worst:.1e}, above float64 round-off ({tol:g}); checks off: {', '.join(map(str, bad)) or 'see table'}"
+
+
+def mask_sentence(floor_sum: pd.DataFrame, model: str = "C8-CNN") -> str:
+    """How the unmasked C8 deviation of ``model`` compares with the masked one, block by block."""
+    sel = floor_sum[floor_sum.model == model]
+    masked = sel[sel.setting == "C8, masked"].set_index("block")["mean"]
+    bare = sel[sel.setting == "C8, no mask"].set_index("block")["mean"]
+    gap = (bare - masked).dropna()
+    if gap.empty:
+        return "no unmasked C8 measurement was made"
+    grows = int((gap > 0).sum())
+    top = str(gap.idxmax())
+    return (f"the {model}'s mean deviation is larger without the mask at {grows} of {len(gap)} blocks, "
+            f"by {gap.min():.3f} to {gap.max():.3f}, most at {top if top.startswith('block') else 'block ' + top}")
+
+
+def orderings_sentence(refs: pd.DataFrame) -> str:
+    """Whether the two reference points order the models the same way, per metric (by mean value)."""
+    parts = []
+    for metric, g in refs.groupby("metric", sort=True):
+        means = g.groupby("model")[["orbit mean", "untransformed input"]].mean()
+        a = list(means["orbit mean"].sort_values().index)
+        b = list(means["untransformed input"].sort_values().index)
+        parts.append(f"{metric}: {'the same order' if a == b else 'different orders'} ({' < '.join(a)}"
+                     + ("" if a == b else f" against {' < '.join(b)}") + ")")
+    return "; ".join(parts)
+
+
+def figure1_sentence(fig1: pd.DataFrame) -> str:
+    """The three measurements of the single-orbit example, per model, in words."""
+    v = fig1.set_index(["model", "metric"])["value"]
+    out = []
+    for model in dict.fromkeys(fig1["model"]):
+        ch = v[(model, "channelwise (block 1)")]
+        out.append(f"the {model} reads {ch:.3f} channelwise at block 1 "
+                   f"({'exactly equivariant to 1e-6' if abs(ch + 1) < 1e-6 else 'not exactly equivariant'}) "
+                   f"and softmax KL {v[(model, 'softmax (KL)')]:.1e}")
+    return "; ".join(out)

@@ -9,8 +9,13 @@ Usage (from the project root)::
 Chapters are the ``book/chapters/<name>`` entries of ``_toc.yml``; their sources are
 ``notebooks/<name>.ipynb``; a profile (``profiles/<name>.yml``) gives each chapter's parameters.
 A chapter that fails (papermill error, or an error output in the executed notebook) stops the
-build; its notebook goes to ``build/failed/`` and is never published. Parameter cells are tagged
-``remove-cell`` so the pages show results, not papermill's plumbing.
+build; its notebook goes to ``build/failed/`` and is never published. Parameters are checked for
+type and range (:mod:`geed.parameters`) before any chapter runs. A chapter's claims are staged
+while it runs and published together with its page, both stamped with the same run id, profile and
+code version; the HTML build refuses a page whose claims come from another run, marks chapters that
+were never executed, re-executes the ledger when it is older than the claims, and writes the front
+page's results at a glance. Parameter cells are tagged ``remove-cell`` so the pages show results,
+not papermill's plumbing.
 """
 from __future__ import annotations
 
@@ -21,11 +26,14 @@ import platform
 import re
 import subprocess
 import sys
+import shutil
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import claims, paths
+from . import claims, parameters, paths
 from .cache import code_version
 
 __all__ = ["Chapter", "chapters", "load_profile", "execute_chapter", "build", "main"]
@@ -48,30 +56,47 @@ class _Flushing:
         self.stream.flush()
         return n
 
+    def isatty(self) -> bool:
+        return False
+
     def flush(self) -> None:
         self.stream.flush()
 
 
 # ----------------------------------------------------------------------------- inside a chapter
 class Chapter:
-    """Used by a chapter notebook: resets its claims, times it, records claims, shows provenance."""
+    """Used by a chapter notebook: starts its claims, times it, records claims, shows provenance."""
 
     def __init__(self, name: str, profile: str = "default", **params: Any) -> None:
+        import pandas as pd
+
+        pd.set_option("display.max_colwidth", None)  # a page never cuts a value short
         self.name, self.profile, self.params = name, profile, params
         self.started = time.time()
-        claims.reset(name)
+        claims.start(name, {"profile": profile, "params": params, "code_version": code_version(), "commit": _git_commit()})
 
-    def claim(self, claim_id: str, source: str, claim: str, verdict: claims.Verdict, note: str = "") -> None:
-        claims.record(self.name, claim_id, source, claim, verdict, note)
+    def claim(self, claim_id: str, source: str, claim: str, verdict: claims.Verdict, note: str = "", key: bool = False) -> None:
+        """Record a claim; ``key=True`` marks the chapter's headline claim for the front page."""
+        claims.record(self.name, claim_id, source, claim, verdict, note, key=key)
+
+    def note(self, key: str, value: Any) -> None:
+        """Keep an item with this run's claims (e.g. which chapter runs the ledger summarised)."""
+        claims.annotate(self.name, key, value)
+
+    def table(self, columns: list[str] | None = None):
+        """This run's claims of the chapter (staged until the run is published)."""
+        df = claims.load_all([self.name], paths.staging_claims_dir())
+        return df[columns] if columns else df
 
     def provenance(self):
         import pandas as pd
         import torch
 
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-        rows = [
-            ("profile", self.profile),
-            ("parameters", json.dumps(self.params, default=str)),
+        rows = [("profile", self.profile)]
+        rows += [(f"parameter {k}", json.dumps(v, default=str)) for k, v in self.params.items()]
+        rows += [
+            ("run id", os.environ.get("GEED_RUN_ID", "not run by the book driver")),
             ("device", device),
             ("code version (hash of geed/)", code_version()),
             ("git commit", _git_commit()),
@@ -113,15 +138,49 @@ def load_profile(name: str, root: Path | None = None) -> dict[str, dict[str, Any
     return data
 
 
-def _notebook_parameters(nb_path: Path) -> set[str]:
+def _notebook_defaults(nb_path: Path) -> dict[str, Any]:
+    """The parameters of a chapter notebook with their defaults (its cell tagged ``parameters``)."""
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
-    names: set[str] = set()
+    out: dict[str, Any] = {}
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            names |= set(re.findall(r"^(\w+)\s*(?::[^=]+)?=", cell.source, re.M))
-    return names
+            out.update(parameters.notebook_defaults(cell.source))
+    return out
+
+
+def _notebook_parameters(nb_path: Path) -> set[str]:
+    return set(_notebook_defaults(nb_path))
+
+
+def resolve_parameters(name: str, profile: str, overrides: dict[str, Any] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """A chapter's parameters under a profile with overrides, checked; every problem in one error."""
+    root = root or paths.root()
+    src = root / "notebooks" / f"{name}.ipynb"
+    if name not in chapters(root) or not src.exists():
+        raise BuildError(f"unknown chapter {name!r}; chapters: {chapters(root)}")
+    params = dict(load_profile(profile, root).get(name, {}) or {})
+    params.update(overrides or {})
+    params.pop("profile", None)
+    problems = parameters.check(name, params, _notebook_defaults(src))
+    if problems:
+        raise BuildError(f"chapter {name!r}, profile {profile!r}: bad parameter(s), nothing was run:\n  " + "\n  ".join(problems))
+    return params
+
+
+@contextmanager
+def _environ(**values: str):
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _errors(nb) -> list[str]:
@@ -134,56 +193,60 @@ def _errors(nb) -> list[str]:
 
 
 def execute_chapter(name: str, profile: str = "default", overrides: dict[str, Any] | None = None, root: Path | None = None) -> Path:
-    """Execute one chapter with papermill; on success write it to ``book/chapters/<name>.ipynb``."""
+    """Execute one chapter with papermill; on success publish it to ``book/chapters/<name>.ipynb``
+    together with its claims. A failed run publishes nothing and leaves the published chapter as it was."""
     import nbformat
     import papermill as pm
 
     root = root or paths.root()
+    params = resolve_parameters(name, profile, overrides, root)
     src = root / "notebooks" / f"{name}.ipynb"
-    if name not in chapters(root) or not src.exists():
-        raise BuildError(f"unknown chapter {name!r}; chapters: {chapters(root)}")
-    params = dict(load_profile(profile, root).get(name, {}))
-    params.update(overrides or {})
-    known = _notebook_parameters(src) - {"profile"}
-    unknown = set(params) - known
-    if unknown:
-        raise BuildError(f"chapter {name!r} has no parameter(s) {sorted(unknown)}; its parameters: {sorted(known)}")
     params["profile"] = profile
     out_dir = root / "book" / "chapters"
     failed_dir = paths.build_dir() / "failed"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = paths.build_dir() / "executing" / f"{name}.ipynb"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    env_before = os.environ.get("GEED_ROOT")
-    os.environ["GEED_ROOT"] = str(root)
+    run_id = uuid.uuid4().hex[:12]
+    work = paths.build_dir() / "executing" / run_id
+    tmp, staging = work / f"{name}.ipynb", work / "claims"
+    staging.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"[book] executing {name} (profile {profile}, parameters {json.dumps(params, default=str)})", flush=True)
     try:
-        pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(root), kernel_name="python3",
-                            progress_bar=False, log_output=False, stdout_file=_Flushing(sys.stdout), stderr_file=_Flushing(sys.stderr))
-        error = None
-    except Exception as exc:  # papermill raises PapermillExecutionError, but a dead kernel raises others
-        error = f"{type(exc).__name__}: {exc}"
+        with _environ(GEED_ROOT=str(root), GEED_RUN_ID=run_id, GEED_CLAIMS_STAGING=str(staging)):
+            try:
+                pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(root), kernel_name="python3",
+                                    progress_bar=False, log_output=False, stdout_file=_Flushing(sys.stdout),
+                                    stderr_file=_Flushing(sys.stderr), extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                error = None
+            except Exception as exc:  # papermill raises PapermillExecutionError, but a dead kernel raises others
+                error = f"{type(exc).__name__}: {exc}"
+        nb = nbformat.read(tmp, as_version=4) if tmp.exists() else None
+        errs = _errors(nb) if nb is not None else []
+        staged = staging / f"{name}.json"
+        if not error and not errs and not staged.exists():
+            errs = [f"the notebook never recorded its run (it must create geed.book.Chapter({name!r}, profile, ...))"]
+        if error or errs:
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                os.replace(tmp, failed_dir / f"{name}.ipynb")
+            detail = error or "; ".join(errs)
+            raise BuildError(f"chapter {name!r} failed; its notebook is in {failed_dir / (name + '.ipynb')} and was not published "
+                             f"(the published chapter and its claims are unchanged).\n{detail}")
+        for cell in nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "parameters" in tags or "injected-parameters" in tags:
+                cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
+        nb.metadata["geed"] = {"run_id": run_id, "profile": profile, "params": params, "code_version": code_version()}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dest = out_dir / f"{name}.ipynb"
+        page_tmp = out_dir / f".{name}.ipynb.tmp"
+        nbformat.write(nb, page_tmp)
+        published = paths.claims_dir() / f"{name}.json"
+        published.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, published)  # the pair is checked by run id: a crash between the two is detected
+        os.replace(page_tmp, dest)
+        (out_dir / f"{name}.md").unlink(missing_ok=True)  # a placeholder of a chapter not executed before
     finally:
-        if env_before is None:
-            os.environ.pop("GEED_ROOT", None)
-        else:
-            os.environ["GEED_ROOT"] = env_before
-    nb = nbformat.read(tmp, as_version=4) if tmp.exists() else None
-    errs = _errors(nb) if nb is not None else []
-    if error or errs:
-        failed_dir.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            os.replace(tmp, failed_dir / f"{name}.ipynb")
-        detail = error or "; ".join(errs)
-        raise BuildError(f"chapter {name!r} failed; its notebook is in {failed_dir / (name + '.ipynb')} and was not published.\n{detail}")
-    for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "parameters" in tags or "injected-parameters" in tags:
-            cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
-    dest = out_dir / f"{name}.ipynb"
-    nbformat.write(nb, dest)
-    tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     print(f"[book] {name}: done in {time.time() - t0:.0f} s -> {dest.relative_to(root)}", flush=True)
     return dest
 
@@ -212,11 +275,89 @@ def write_vega_bundle(root: Path | None = None) -> Path:
     return dest
 
 
-def build_html(root: Path | None = None) -> None:
+def _title(nb_path: Path) -> str:
+    import nbformat
+
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, re.M)
+            if m:
+                return m.group(1).strip()
+    return nb_path.stem
+
+
+def _placeholders(root: Path) -> list[str]:
+    """A page for every chapter not executed yet, saying so; returns those chapters."""
+    out_dir = root / "book" / "chapters"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for c in chapters(root):
+        page, placeholder = out_dir / f"{c}.ipynb", out_dir / f"{c}.md"
+        if page.exists():
+            placeholder.unlink(missing_ok=True)
+            continue
+        missing.append(c)
+        placeholder.write_text(f"# {_title(root / 'notebooks' / f'{c}.ipynb')}\n\n```{{warning}}\nThis chapter has not been executed in this "
+                               f"build, so it has no results. Run `python -m geed.book run {c} --profile <profile>` and then "
+                               "`python -m geed.book html`.\n```\n")
+    return missing
+
+
+def ledger_inputs(root: Path | None = None) -> dict[str, str]:
+    """The run id of every chapter whose claims are published (what the ledger summarises)."""
     root = root or paths.root()
-    missing = [c for c in chapters(root) if not (root / "book" / "chapters" / f"{c}.ipynb").exists()]
+    return {c: claims.run_meta(c).get("run_id", "") for c in chapters(root) if c != "ledger" and claims.run_meta(c)}
+
+
+def glance(root: Path | None = None) -> str:
+    """The front page's results at a glance (Markdown), computed from the published claims."""
+    import html as _html
+
+    root = root or paths.root()
+    names = [c for c in chapters(root) if c != "ledger"]
+    ledger = claims.load_all(names)
+    issues = claims.consistency(chapters(root), root / "book" / "chapters")
+    lines = ["## Results at a glance", ""]
+    if issues:
+        lines += ["```{warning}", "These results do not come from one consistent build:", ""] + [f"* {i}" for i in issues] + ["```", ""]
+    profiles = sorted({claims.run_meta(c).get("profile", "unknown") for c in names if claims.run_meta(c)})
+    if ledger.empty:
+        return "\n".join(lines + ["No chapter has been executed yet: run `python -m geed.book build`.", ""])
+    lines += [f"Executed under the profile {', '.join(f'`{p}`' for p in profiles)}; every verdict is computed from the "
+              "chapter's own measurements (see the [claims ledger](chapters/ledger)).", "",
+              "| chapter | " + " | ".join(claims.STATUSES) + " | headline claim and its verdict |",
+              "|---|" + "---|" * len(claims.STATUSES) + "---|"]
+    for c in names:
+        rows = ledger[ledger.chapter == c]
+        if rows.empty:
+            continue
+        counts = [str(int((rows.verdict == s).sum())) for s in claims.STATUSES]
+        path = paths.claims_dir() / f"{c}.json"
+        entries = list(claims._read(path)["claims"].values())
+        key = next((e for e in entries if e.get("key")), entries[0])
+        figures = key.get("figures", "")
+        figures = figures if len(figures) <= 160 else figures[:157] + "..."
+        headline = f"{key['id']}: {key['claim']} **{key['verdict']}** ({figures})"
+        headline = _html.escape(headline, quote=False).replace("|", "\\|")
+        lines.append(f"| [{_title(root / 'notebooks' / f'{c}.ipynb')}](chapters/{c}) | " + " | ".join(counts) + f" | {headline} |")
+    return "\n".join(lines + [""])
+
+
+def build_html(root: Path | None = None) -> None:
+    """Compile the executed chapters. Chapters never executed get a page saying so; a page whose
+    claims come from another run stops the build; a stale ledger is re-executed first."""
+    root = root or paths.root()
+    missing = _placeholders(root)
     if missing:
-        raise BuildError(f"chapters not executed yet: {missing}; run `python -m geed.book build` first")
+        print(f"[book] not executed yet, marked as such: {missing}", flush=True)
+    mismatch = [p for p in claims.consistency(chapters(root), root / "book" / "chapters")
+                if "different runs" in p or "is not" in p]
+    if mismatch:
+        raise BuildError("published pages and claims disagree; re-run these chapters:\n  " + "\n  ".join(mismatch))
+    if "ledger" in chapters(root) and "ledger" not in missing and ledger_inputs(root) != claims.run_meta("ledger").get("inputs"):
+        print("[book] the ledger is older than the published claims: re-executing it", flush=True)
+        execute_chapter("ledger", claims.run_meta("ledger").get("profile", "default"), root=root)
+    (root / "book" / "chapters" / "_glance.md").write_text(glance(root))
     write_vega_bundle(root)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going", "--all"]
     if subprocess.run(["jupyter-book", "--version"], capture_output=True).returncode == 0:
@@ -239,6 +380,14 @@ def build(profile: str = "default", only: list[str] | None = None, html: bool = 
         if bad:
             raise BuildError(f"unknown chapter(s) {sorted(bad)}; chapters: {names}")
         names = [n for n in names if n in only]
+    problems = []
+    for name in names:  # every chapter's parameters are checked before any chapter runs
+        try:
+            resolve_parameters(name, profile, root=root)
+        except BuildError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise BuildError("\n".join(problems))
     for i, name in enumerate(names, 1):
         print(f"[book] chapter {i}/{len(names)}", flush=True)
         execute_chapter(name, profile, root=root)

@@ -60,7 +60,7 @@ from . import paths
 
 __all__ = [
     "Verdict", "Difference", "difference", "contrast", "greater", "greater_for_all", "greater_for_some", "no_decrease",
-    "opposite_orders", "not_tested", "compare", "near_zero", "exceeds", "all_of", "record", "load_all", "reset",
+    "opposite_orders", "not_tested", "compare", "near_zero", "exceeds", "all_of", "record", "load_all", "reset", "start", "annotate", "run_meta", "consistency",
     "HOLDS", "FAILS", "INCONCLUSIVE", "NOT_TESTED", "STATUSES", "ALPHA", "MARGINS", "COLLAPSE_MIN_EFFECTIVE_RANK",
     "effective_rank",
 ]
@@ -344,40 +344,109 @@ def effective_rank(features) -> float:
 
 
 # ----------------------------------------------------------------------------- records
-def record(chapter: str, claim_id: str, source: str, claim: str, verdict: Verdict, note: str = "") -> dict:
-    """Store one claim's verdict for the ledger (replacing an earlier record of the same id)."""
+# A chapter records its claims in a *staging* folder (``paths.staging_claims_dir()``): the book driver
+# points it at a folder of its own for each run and publishes the file together with the executed
+# notebook only when the run succeeded; a notebook run any other way (papermill by hand, Jupyter)
+# writes to ``build/claims-scratch`` and never touches the published claims. Each file carries the
+# run's metadata (chapter, profile, parameters, code version, run id) beside its claims.
+def _read(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    if "claims" not in data:  # a file from before the metadata: claims only
+        return {"meta": {}, "claims": data}
+    return data
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def start(chapter: str, meta: dict) -> Path:
+    """Begin a chapter's records in the staging folder: no claims yet, the run's metadata."""
+    path = paths.staging_claims_dir() / f"{chapter}.json"
+    _write(path, {"meta": {"chapter": chapter, "run_id": os.environ.get("GEED_RUN_ID", ""), **meta}, "claims": {}})
+    return path
+
+
+def record(chapter: str, claim_id: str, source: str, claim: str, verdict: Verdict, note: str = "", key: bool = False) -> dict:
+    """Store one claim's verdict in the chapter's staged records (replacing an earlier record of the same id)."""
     if verdict.verdict not in STATUSES:
         raise ValueError(f"unknown verdict {verdict.verdict!r}; known: {STATUSES}")
-    d = paths.claims_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{chapter}.json"
-    records = json.loads(path.read_text()) if path.exists() else {}
-    entry = {"chapter": chapter, "id": claim_id, "source": source, "claim": claim, **asdict(verdict), "note": note}
-    records[claim_id] = entry
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(records, indent=1))
-    os.replace(tmp, path)
+    path = paths.staging_claims_dir() / f"{chapter}.json"
+    data = _read(path) if path.exists() else {"meta": {"chapter": chapter}, "claims": {}}
+    entry = {"chapter": chapter, "id": claim_id, "source": source, "claim": claim, **asdict(verdict), "note": note, "key": bool(key)}
+    data["claims"][claim_id] = entry
+    _write(path, data)
     return entry
 
 
+def annotate(chapter: str, key: str, value) -> None:
+    """Add an item to the metadata of a chapter's staged run (the ledger notes which runs it read)."""
+    path = paths.staging_claims_dir() / f"{chapter}.json"
+    data = _read(path) if path.exists() else {"meta": {"chapter": chapter}, "claims": {}}
+    data["meta"][key] = value
+    _write(path, data)
+
+
 def reset(chapter: str) -> None:
-    """Forget a chapter's records (called at the start of its execution)."""
-    (paths.claims_dir() / f"{chapter}.json").unlink(missing_ok=True)
+    """Forget a chapter's staged records."""
+    (paths.staging_claims_dir() / f"{chapter}.json").unlink(missing_ok=True)
 
 
 COLUMNS = ["chapter", "id", "source", "claim", "verdict", "figures", "rule", "spec", "history", "note"]
 
 
-def load_all(chapters: Sequence[str] | None = None):
-    """Every recorded claim as a DataFrame, in chapter order (``chapters``) then id order."""
+def load_all(chapters: Sequence[str] | None = None, directory: Path | None = None):
+    """Every recorded claim as a DataFrame, in chapter order (``chapters``) then id order.
+
+    ``directory``: the published claims (default) or a staging folder (a chapter's own table)."""
     import pandas as pd
 
     rows = []
-    d = paths.claims_dir()
-    files = [d / f"{c}.json" for c in chapters] if chapters else sorted(Path(d).glob("*.json"))
+    d = Path(directory) if directory is not None else paths.claims_dir()
+    files = [d / f"{c}.json" for c in chapters] if chapters else sorted(d.glob("*.json"))
     for f in files:
         if f.exists():
-            rows.extend(json.loads(f.read_text()).values())
+            rows.extend(_read(f)["claims"].values())
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df["history"] = df["history"].fillna("")
+    df["history"] = df["history"].astype(object).where(df["history"].notna(), "")
     return df
+
+
+def run_meta(chapter: str, directory: Path | None = None) -> dict:
+    """The metadata of the run whose claims of ``chapter`` are published (empty if none are)."""
+    f = (Path(directory) if directory is not None else paths.claims_dir()) / f"{chapter}.json"
+    return _read(f)["meta"] if f.exists() else {}
+
+
+def consistency(chapters: Sequence[str], pages: Path, directory: Path | None = None) -> list[str]:
+    """Problems that make published claims and pages disagree: a page without claims, claims without
+    a page, a page from another run than its claims, or chapters executed under different profiles
+    or code versions. ``pages`` is the folder of executed chapter notebooks."""
+    import nbformat
+
+    problems, profiles, versions = [], {}, {}
+    for c in chapters:
+        page = Path(pages) / f"{c}.ipynb"
+        meta = run_meta(c, directory)
+        if not page.exists() and not meta:
+            continue
+        if not page.exists():
+            problems.append(f"{c}: claims are published but the chapter's page is not")
+            continue
+        page_meta = nbformat.read(page, as_version=4).metadata.get("geed", {})
+        if not meta:
+            problems.append(f"{c}: the page is published but its claims are not")
+            continue
+        if not meta.get("run_id") or page_meta.get("run_id") != meta.get("run_id"):
+            problems.append(f"{c}: the page and the claims come from different runs "
+                            f"(page {page_meta.get('run_id') or 'unknown'}, claims {meta.get('run_id') or 'unknown'})")
+        profiles.setdefault(meta.get("profile", "unknown"), []).append(c)
+        versions.setdefault(meta.get("code_version", "unknown"), []).append(c)
+    if len(profiles) > 1:
+        problems.append("chapters were executed under different profiles: " + "; ".join(f"{p}: {', '.join(cs)}" for p, cs in profiles.items()))
+    if len(versions) > 1:
+        problems.append("chapters were executed with different versions of geed: " + "; ".join(f"{v}: {', '.join(cs)}" for v, cs in versions.items()))
+    return problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["root", "build_dir", "cache_dir", "claims_dir"]
+__all__ = ["root", "build_dir", "cache_dir", "claims_dir", "staging_claims_dir"]
 
 
 def root() -> Path:
@@ -22,3 +22,9 @@ def cache_dir() -> Path:
 
 def claims_dir() -> Path:
     return build_dir() / "claims"
+
+
+def staging_claims_dir() -> Path:
+    """Where a running chapter records its claims: the book driver's folder for this run
+    (``GEED_CLAIMS_STAGING``), else a scratch folder that the book never publishes."""
+    return Path(os.environ.get("GEED_CLAIMS_STAGING", build_dir() / "claims-scratch"))

@@ -20,7 +20,8 @@ def _project(tmp_path: Path, cells: list[str]) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     first = nbformat.v4.new_code_cell(cells[0])
     first.metadata["tags"] = ["parameters"]
-    nb.cells = [first] + [nbformat.v4.new_code_cell(c) for c in cells[1:]]
+    start = "from geed.book import Chapter\nchapter = Chapter('demo', profile)"
+    nb.cells = [first, nbformat.v4.new_code_cell(start)] + [nbformat.v4.new_code_cell(c) for c in cells[1:]]
     nbformat.write(nb, tmp_path / "notebooks" / "demo.ipynb")
     return tmp_path
 
@@ -37,7 +38,7 @@ def test_chapters_and_profiles_of_this_project():
 
 def test_unknown_parameter_and_chapter_are_refused(tmp_path):
     root = _project(tmp_path, ["profile = 'x'\nn = 1", "print(n)"])
-    with pytest.raises(book.BuildError, match="no parameter"):
+    with pytest.raises(book.BuildError, match="no such parameter"):
         book.execute_chapter("demo", "smoke", {"m": 2}, root=root)
     with pytest.raises(book.BuildError, match="unknown chapter"):
         book.execute_chapter("nope", "smoke", root=root)

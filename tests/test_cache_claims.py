@@ -70,7 +70,10 @@ def test_record_and_load(tmp_path, monkeypatch):
     claims.record("chap", "C-1", "Sec. 1", "x is zero", v)
     claims.record("chap", "C-1", "Sec. 1", "x is zero (again)", v)
     claims.record("other", "O-1", "Sec. 2", "y", v)
-    df = claims.load_all(["other", "chap"])
+    from geed import paths
+
+    assert claims.load_all(["other", "chap"]).empty  # recorded claims are staged, never published by a chapter itself
+    df = claims.load_all(["other", "chap"], paths.staging_claims_dir())
     assert list(df["id"]) == ["O-1", "C-1"] and df.iloc[1]["claim"] == "x is zero (again)"
     with pytest.raises(ValueError, match="unknown verdict"):
         claims.record("chap", "C-2", "s", "c", claims.Verdict("maybe", "", ""))

@@ -1,0 +1,182 @@
+"""The pipeline never publishes a wrong page: parameters checked before work, claims published with
+their page, consistency between pages and claims, chapters not executed marked as such."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from geed import book, claims, parameters, paths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("override, says", [
+    ({"n_points": -5}, "n_points: must be an integer >= 1; got -5"),
+    ({"n_points": 2.5}, "n_points: expected int"),
+    ({"width": "wide"}, "width: expected float"),
+    ({"width": 0.0}, "width: must be a number > 0"),
+    ({"seed": True}, "seed: expected int"),
+])
+def test_a_bad_parameter_is_refused_before_anything_runs(override, says, monkeypatch):
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: pytest.fail("the chapter ran"))
+    with pytest.raises(book.BuildError, match="nothing was run") as err:
+        book.execute_chapter("section3", "smoke", override, root=ROOT)
+    assert says in str(err.value)
+
+
+def test_every_problem_is_named_at_once():
+    with pytest.raises(book.BuildError) as err:
+        book.execute_chapter("section42", "smoke", {"n_models": 0, "datasets": ["mnist-typo"], "lr": -1.0}, root=ROOT)
+    text = str(err.value)
+    assert "n_models" in text and "mnist-typo" not in text.split("datasets:")[0] and "datasets: must be one or more of" in text and "lr:" in text
+
+
+def test_parameter_rules_accept_the_profiles_of_this_project():
+    for profile in book.PROFILES:
+        for chapter in book.chapters(ROOT):
+            book.resolve_parameters(chapter, profile, root=ROOT)  # raises on any problem
+
+
+def test_types_follow_the_notebook_defaults():
+    defaults = parameters.notebook_defaults("a = 1\nb = 0.5  # c\nc = [1.0, 2.0]\nd = None\ne = True\nf = 'x'\n")
+    assert defaults == {"a": 1, "b": 0.5, "c": [1.0, 2.0], "d": None, "e": True, "f": "x"}
+    ok = {"a": 3, "b": 2, "c": [0, 0.5], "d": "/some/path", "e": False, "f": "y"}
+    assert parameters.check("demo", ok, defaults) == []
+    bad = {"a": 1.5, "b": "1", "c": ["x"], "d": 3, "e": 1, "f": 2}
+    assert len(parameters.check("demo", bad, defaults)) == 6
+
+
+def test_a_bad_profile_stops_the_build_before_the_first_chapter(tmp_path, monkeypatch):
+    root = _project(tmp_path, ["profile = 'x'\nn_points = 1", "print(n_points)"], profile="demo:\n  n_points: -1\n")
+    ran = []
+    monkeypatch.setattr(book, "execute_chapter", lambda *a, **k: ran.append(a))
+    with pytest.raises(book.BuildError, match="n_points: must be an integer >= 1"):
+        book.build("smoke", html=False, root=root)
+    assert ran == []
+
+
+# ----------------------------------------------------------------------------- claims published with their page
+def _project(tmp_path: Path, cells: list[str], profile: str = "demo: {}\n", name: str = "demo") -> Path:
+    (tmp_path / "notebooks").mkdir(exist_ok=True)
+    (tmp_path / "profiles").mkdir(exist_ok=True)
+    (tmp_path / "_toc.yml").write_text(f"format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapters/{name}\n")
+    (tmp_path / "profiles" / "smoke.yml").write_text(profile)
+    (tmp_path / "profiles" / "default.yml").write_text(profile)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    first = nbformat.v4.new_code_cell(cells[0])
+    first.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# The {name} chapter"), first] + [nbformat.v4.new_code_cell(c) for c in cells[1:]]
+    nbformat.write(nb, tmp_path / "notebooks" / f"{name}.ipynb")
+    return tmp_path
+
+
+CLAIMING = ["profile = 'x'\nfail = False",
+            "from geed import claims\nfrom geed.book import Chapter\nchapter = Chapter('demo', profile, fail=fail)\n"
+            "chapter.claim('D-1', 's', 'one holds', claims.near_zero([0.0], 1e-9, 'x'), key=True)",
+            "if fail:\n    raise RuntimeError('failed after recording')\n"
+            "chapter.claim('D-2', 's', 'two holds', claims.near_zero([0.0], 1e-9, 'x'))"]
+
+
+@pytest.mark.slow
+def test_claims_are_published_with_the_page_and_a_failed_run_changes_neither(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, CLAIMING)
+    page = book.execute_chapter("demo", "smoke", root=root)
+    meta = claims.run_meta("demo")
+    assert meta["profile"] == "smoke" and meta["code_version"] and meta["run_id"]
+    assert nbformat.read(page, as_version=4).metadata["geed"]["run_id"] == meta["run_id"]
+    assert list(claims.load_all(["demo"])["id"]) == ["D-1", "D-2"]
+    before = (page.read_bytes(), (paths.claims_dir() / "demo.json").read_bytes())
+    with pytest.raises(book.BuildError, match="failed after recording"):
+        book.execute_chapter("demo", "smoke", {"fail": True}, root=root)
+    assert (page.read_bytes(), (paths.claims_dir() / "demo.json").read_bytes()) == before  # nothing partial, nothing lost
+    assert claims.consistency(["demo"], root / "book" / "chapters") == []
+    assert not list((tmp_path / "build" / "executing").glob("*"))
+
+
+def test_a_notebook_run_outside_the_driver_never_touches_the_published_claims(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path))
+    monkeypatch.delenv("GEED_CLAIMS_STAGING", raising=False)
+    published = paths.claims_dir() / "demo.json"
+    published.parent.mkdir(parents=True)
+    published.write_text(json.dumps({"meta": {"run_id": "r1"}, "claims": {}}))
+    chapter = book.Chapter("demo", "smoke")
+    chapter.claim("D-1", "s", "c", claims.near_zero([0.0], 1e-9, "x"))
+    assert json.loads(published.read_text()) == {"meta": {"run_id": "r1"}, "claims": {}}
+    assert list(chapter.table()["id"]) == ["D-1"]
+
+
+def _publish(root: Path, chapter: str, run_id: str, profile: str = "default", page_run: str | None = None) -> None:
+    d = paths.claims_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{chapter}.json").write_text(json.dumps({"meta": {"run_id": run_id, "profile": profile, "code_version": "v"}, "claims": {
+        "X-1": {"chapter": chapter, "id": "X-1", "source": "s", "claim": "c", "verdict": claims.HOLDS, "figures": "f", "rule": "r", "key": True}}}))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["geed"] = {"run_id": page_run or run_id}
+    (root / "book" / "chapters").mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, root / "book" / "chapters" / f"{chapter}.ipynb")
+
+
+def test_consistency_flags_mixed_profiles_and_pages_from_another_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    pages = tmp_path / "book" / "chapters"
+    _publish(tmp_path, "a", "r1")
+    _publish(tmp_path, "b", "r2")
+    assert claims.consistency(["a", "b"], pages) == []
+    _publish(tmp_path, "b", "r3", profile="smoke")
+    assert any("different profiles" in p for p in claims.consistency(["a", "b"], pages))
+    _publish(tmp_path, "b", "r4", page_run="r2")
+    assert any("different runs" in p for p in claims.consistency(["a", "b"], pages))
+    (paths.claims_dir() / "a.json").unlink()
+    assert any("a: the page is published but its claims are not" == p for p in claims.consistency(["a", "b"], pages))
+
+
+def test_html_refuses_pages_whose_claims_come_from_another_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, ["profile = 'x'"])
+    _publish(root, "demo", "r1", page_run="r0")
+    monkeypatch.setattr(book, "write_vega_bundle", lambda *a: pytest.fail("compiled a wrong page"))
+    with pytest.raises(book.BuildError, match="different runs"):
+        book.build_html(root)
+
+
+def test_chapters_not_executed_get_a_page_saying_so_and_the_glance_counts_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, ["profile = 'x'"], name="first")
+    _project(root, ["profile = 'x'"], name="second")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapters/first\n  - file: book/chapters/second\n")
+    _publish(root, "first", "r1")
+    assert book._placeholders(root) == ["second"]
+    text = (root / "book" / "chapters" / "second.md").read_text()
+    assert text.startswith("# The second chapter") and "has not been executed" in text
+    glance = book.glance(root)
+    assert "| [The first chapter](chapters/first) | 1 | 0 | 0 | 0 | X-1: c **holds** (f) |" in glance
+    assert "second" not in glance
+    _publish(root, "second", "r2", profile="smoke")
+    assert "different profiles" in book.glance(root)
+    book._placeholders(root)
+    assert not (root / "book" / "chapters" / "second.md").exists()
+
+
+def test_provenance_shows_every_parameter_in_full(monkeypatch, tmp_path):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path))
+    long = [f"data-set-number-{i}" for i in range(12)]
+    prov = book.Chapter("demo", "smoke", datasets=long, n=3).provenance()
+    assert prov.loc["parameter datasets", "value"] == json.dumps(long)
+    assert prov.loc["parameter n", "value"] == "3"
+    import pandas as pd
+
+    assert json.dumps(long) in prov.to_html()  # no "..." in what the page shows
+    assert pd.get_option("display.max_colwidth") is None
+
+
+@pytest.mark.slow
+def test_chapter_output_has_no_kernel_transport_warning(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, CLAIMING)
+    book.execute_chapter("demo", "smoke", root=root)
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err

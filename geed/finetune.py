@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .patches import get_task
-from .train import _latest, _save, accuracy_of, cpu_state, training_device
+from .train import _discard_corrupt, _latest, _save, accuracy_of, cpu_state, read_checkpoint, restore_rng, rng_states, training_device
 from .zoo import ZooModel, build_zoo_model
 
 __all__ = ["FitConfig", "FitResult", "fit", "augment", "OBJECTIVES", "load_fitted"]
@@ -195,7 +195,7 @@ def _objective(config: FitConfig, model: ZooModel) -> Objective:
 # ----------------------------------------------------------------------------- the loop
 def load_fitted(config: FitConfig, path: Path) -> ZooModel:
     model = build_zoo_model(config.arch, get_task(config.task).n_classes)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     model.load_state_dict(state["kept"])
     return model.eval()
 
@@ -210,7 +210,7 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
     if meta_path.exists() and all(p.exists() for p in ckpt.values()):
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("config") == asdict(config):
+            if meta.get("config") == asdict(config) and not _discard_corrupt(directory, steps, f"fit {config.name()}"):
                 return FitResult(config, ckpt, meta["test_accuracy"], meta["seconds"])
         except (ValueError, KeyError):
             pass  # unreadable summary: the checkpoints below are checked one by one
@@ -227,7 +227,7 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
 
     def snapshot(it: int) -> None:
         _save({"model": cpu_state(model), "objective": cpu_state(objective), "optimizer": cpu_state(opt),
-               "generator": gen.get_state(), "kept": cpu_state(objective.kept(model)), "step": it}, ckpt[it])
+               "generator": gen.get_state(), "rng": rng_states(), "kept": cpu_state(objective.kept(model)), "step": it}, ckpt[it])
 
     start, state = _latest(directory, steps)
     if state is not None:
@@ -235,12 +235,13 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
         objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+        restore_rng(state)
         if progress:
             print(f"[fit {config.name()}] resuming from step {start}", flush=True)
     else:
         start = 0
         snapshot(0)
-    t0, running = time.time(), 0.0
+    t0, running, since = time.time(), 0.0, 0
     model.train()
     objective.train()
     for it in range(start + 1, config.iterations + 1):
@@ -250,13 +251,13 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
         loss.backward()
         opt.step()
         objective.after_step(model, it, config.iterations)
-        running += loss.item()
+        running, since = running + loss.item(), since + 1
         if it in ckpt:
             snapshot(it)
         if progress and (it % log_every == 0 or it == config.iterations):
-            n = log_every if it % log_every == 0 else it % log_every
-            print(f"[fit {config.name()}] step {it}/{config.iterations} loss {running / n:.3f} ({time.time() - t0:.0f} s)", flush=True)
-            running = 0.0
+            print(f"[fit {config.name()}] step {it}/{config.iterations} loss {running / since:.3f} "
+                  f"(mean of the last {since} steps; {time.time() - t0:.0f} s)", flush=True)
+            running, since = 0.0, 0
     kept = objective.kept(model).eval()
     acc = float("nan")
     if config.objective == "supervised":

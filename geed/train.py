@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,7 @@ class TrainResult:
 
 def load_checkpoint(config: TrainConfig, path: Path) -> nn.Module:
     model = build_model(config.family, width=config.width, seed=config.seed)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     load_state(model, state["model"])
     return model.eval()
 
@@ -151,6 +152,53 @@ def _save(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _intact(path: Path) -> bool:
+    """Whether a checkpoint file is whole: torch saves a zip archive, whose CRCs are checked here
+    without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def _discard_corrupt(directory: Path, steps: list[int], label: str) -> bool:
+    """Check the checkpoints of a finished run. If one is corrupt, name it, delete it, every later
+    checkpoint and the run's summary (so the run resumes from the last good checkpoint and rewrites
+    them identically); returns whether anything was discarded."""
+    bad = [s for s in steps if not _intact(directory / f"step{s:06d}.pt")]
+    if not bad:
+        return False
+    first = min(bad)
+    message = (f"[{label}] corrupt checkpoint(s) {[f'step{s:06d}.pt' for s in bad]} in {directory}; "
+               f"retraining from the last good checkpoint before step {first}")
+    warnings.warn(message)
+    print(message, flush=True)
+    for s in steps:
+        if s >= first:
+            (directory / f"step{s:06d}.pt").unlink(missing_ok=True)
+    (directory / "result.json").unlink(missing_ok=True)
+    return True
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents, or one error naming the file when it cannot be read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it and re-run to retrain it") from exc
+
+
+def rng_states() -> dict:
+    """Torch's global random state (dropout, random init inside the model), saved with each checkpoint."""
+    return {"torch": torch.get_rng_state()}
+
+
+def restore_rng(state: dict) -> None:
+    if "rng" in state:
+        torch.set_rng_state(state["rng"]["torch"])
+
+
 def _latest(directory: Path, steps: list[int]) -> tuple[int, dict | None]:
     for step in sorted(steps, reverse=True):
         p = directory / f"step{step:06d}.pt"
@@ -177,7 +225,8 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
         try:
             meta = json.loads(meta_path.read_text())
             paths = {s: directory / f"step{s:06d}.pt" for s in steps}
-            if meta.get("config") == asdict(config) and all(p.exists() for p in paths.values()):
+            if (meta.get("config") == asdict(config) and all(p.exists() for p in paths.values())
+                    and not _discard_corrupt(directory, steps, f"train {config.name()}")):
                 result.checkpoints, result.test_accuracy, result.seconds = paths, meta["test_accuracy"], meta["seconds"]
                 result.resumed_from = config.iterations
                 return result
@@ -194,15 +243,16 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
         load_state(model, state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+        restore_rng(state)
         result.resumed_from = start
         if progress:
             print(f"[train {config.name()}] resuming from step {start}", flush=True)
     else:
         start = 0
-        _save({"model": cpu_state(model), "optimizer": cpu_state(opt), "generator": gen.get_state(), "step": 0}, directory / "step000000.pt")
+        _save({"model": cpu_state(model), "optimizer": cpu_state(opt), "generator": gen.get_state(), "rng": rng_states(), "step": 0}, directory / "step000000.pt")
     loss_fn = nn.CrossEntropyLoss()
     inv_group = get_group(config.invariance_group, mask=True)
-    t0, running = time.time(), 0.0
+    t0, running, since = time.time(), 0.0, 0
     model.train()
     for it in range(start + 1, config.iterations + 1):
         idx = torch.randint(0, len(train_data), (config.batch_size,), generator=gen)
@@ -219,15 +269,14 @@ def train(config: TrainConfig, train_data: DigitData, test_data: DigitData | Non
             loss = loss + config.invariance_weight * logit_invariance_penalty(model, xb, logits, inv_group, gen)
         loss.backward()
         opt.step()
-        running += loss.item()
+        running, since = running + loss.item(), since + 1
         if it in steps:
-            _save({"model": cpu_state(model), "optimizer": cpu_state(opt), "generator": gen.get_state(), "step": it},
+            _save({"model": cpu_state(model), "optimizer": cpu_state(opt), "generator": gen.get_state(), "rng": rng_states(), "step": it},
                   directory / f"step{it:06d}.pt")
         if progress and (it % log_every == 0 or it == config.iterations):
-            n = log_every if it % log_every == 0 else it % log_every
-            print(f"[train {config.name()}] step {it}/{config.iterations} loss {running / max(1, n):.3f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
-            running = 0.0
+            print(f"[train {config.name()}] step {it}/{config.iterations} loss {running / since:.3f} "
+                  f"(mean of the last {since} steps; {time.time() - t0:.0f} s)", flush=True)
+            running, since = 0.0, 0
     model.eval()
     result.checkpoints = {s: directory / f"step{s:06d}.pt" for s in steps}
     result.test_accuracy = accuracy(model, test_data) if test_data is not None else float("nan")

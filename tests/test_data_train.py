@@ -122,3 +122,39 @@ def test_train_config_errors():
         TrainConfig(iterations=-1)
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="step")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_corrupt_checkpoint_of_a_finished_training_is_named_and_retrained(tmp_path, capsys, damage):
+    tr = data.load_digits("train")
+    cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=6, checkpoint_every=2, batch_size=8)
+    first = train(cfg, tr, None, tmp_path, progress=False)
+    reference = {s: torch.load(p, weights_only=False)["model"] for s, p in first.checkpoints.items()}
+    bad = first.checkpoints[2]
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"\0" * len(raw))
+    with pytest.raises(RuntimeError, match="step000002.pt cannot be read"):
+        first.model(2)
+    with pytest.warns(UserWarning, match=r"corrupt checkpoint\(s\) \['step000002.pt'\]"):
+        again = train(cfg, tr, None, tmp_path, progress=False)
+    for s, p in again.checkpoints.items():  # rewritten from the last good checkpoint, identically
+        state = torch.load(p, weights_only=False)["model"]
+        assert all(torch.equal(state[k], reference[s][k]) for k in state)
+
+
+def test_the_first_loss_line_after_a_resume_averages_the_steps_it_covers(tmp_path, capsys):
+    tr = data.load_digits("train")
+    cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=6, checkpoint_every=3, batch_size=8)
+    train(cfg, tr, None, tmp_path / "a", progress=True, log_every=2)
+    full = capsys.readouterr().out
+    train(cfg, tr, None, tmp_path / "b", progress=False)
+    folder = tmp_path / "b" / cfg.name()
+    (folder / "step000006.pt").unlink()
+    (folder / "result.json").unlink()
+    train(cfg, tr, None, tmp_path / "b", progress=True, log_every=2)
+    resumed = capsys.readouterr().out
+    line = [ln for ln in resumed.splitlines() if "step 4/6" in ln][0]
+    assert "mean of the last 1 steps" in line  # only step 4 was run since the resume from step 3
+    full_line = [ln for ln in full.splitlines() if "step 6/6" in ln][0]
+    resumed_line = [ln for ln in resumed.splitlines() if "step 6/6" in ln][0]
+    assert full_line.split("loss ")[1].split(" ")[0] == resumed_line.split("loss ")[1].split(" ")[0]

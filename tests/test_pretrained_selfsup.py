@@ -162,3 +162,16 @@ def test_fit_on_cuda_saves_checkpoints_that_load_on_the_cpu(tmp_path, objective)
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=2, record_every=1, batch_size=4)
     res = fit(cfg, tmp_path, progress=False)
     assert all(p.device.type == "cpu" for p in res.model().parameters())
+
+
+def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path):
+    cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=4, record_every=2, batch_size=4)
+    full = fit(cfg, tmp_path / "a", progress=False)
+    fit(cfg, tmp_path / "b", progress=False)
+    folder = tmp_path / "b" / cfg.name()
+    (folder / "step000004.pt").unlink()
+    (folder / "result.json").unlink()
+    torch.manual_seed(12345)  # whatever the global generator holds when the run resumes
+    resumed = fit(cfg, tmp_path / "b", progress=False)
+    a, b = full.model().state_dict(), resumed.model().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

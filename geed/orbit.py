@@ -8,6 +8,8 @@ a :class:`Report` with per-sample values and intervals.
 from __future__ import annotations
 
 import copy
+import difflib
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
@@ -28,7 +30,7 @@ from .metrics import (
     softmax_eed,
 )
 
-__all__ = ["layer_names", "orbit_outputs", "forward_outputs", "evaluate", "Report", "OUTPUT"]
+__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "orbit_outputs", "forward_outputs", "evaluate", "Report", "OUTPUT"]
 
 OUTPUT = "output"
 
@@ -50,14 +52,32 @@ def _tensor_of(out) -> torch.Tensor:
     raise TypeError(f"cannot read a tensor from a module output of type {type(out).__name__}")
 
 
-@contextmanager
-def _capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+class UnknownLayer(KeyError):
+    """A requested layer name that is not a submodule of the model."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_layers(model: nn.Module, names: Sequence[str]) -> None:
+    """One error naming every unknown layer, its closest matches and every name the model has."""
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules or not n]
-    if missing:
-        available = layer_names(model)
-        shown = ", ".join(available[:60]) + (" ..." if len(available) > 60 else "")
-        raise KeyError(f"no module named {missing} in {type(model).__name__}; available: {shown}")
+    if not missing:
+        return
+    available = layer_names(model)
+    hints = []
+    for n in missing:
+        close = difflib.get_close_matches(str(n), available, n=3, cutoff=0.5)
+        hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+    raise UnknownLayer(f"no module named {', '.join(hints)} in {type(model).__name__}; "
+                       f"its {len(available)} module names: {', '.join(available)}")
+
+
+@contextmanager
+def _capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    check_layers(model, names)
+    modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     handles = []
     for n in names:
@@ -86,6 +106,32 @@ def _copy_as(model: nn.Module, dtype: torch.dtype) -> nn.Module:
         return clone.to(dtype).train(was_training)
 
 
+@contextmanager
+def _measuring(model: nn.Module) -> Iterator[None]:
+    """Measure in evaluation mode (BatchNorm running statistics, no dropout) and restore the model's
+    mode afterwards, so that measuring never changes a model. An e2cnn model (an ``EquivariantModule``
+    with an ``in_type``) gets its plain tensor inputs wrapped in a ``GeometricTensor`` of that type."""
+    was_training = model.training
+    handle = None
+    e2 = sys.modules.get("e2cnn.nn")  # an e2cnn model means e2cnn is imported already
+    if e2 is not None and isinstance(model, e2.EquivariantModule):
+        GeometricTensor, in_type = e2.GeometricTensor, model.in_type
+
+        def wrap(_m, args):
+            if args and isinstance(args[0], torch.Tensor):
+                return (GeometricTensor(args[0], in_type),) + tuple(args[1:])
+            return None
+
+        handle = model.register_forward_pre_hook(wrap)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        if handle is not None:
+            handle.remove()
+
+
 def _prepare(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, device) -> tuple[nn.Module, torch.Tensor]:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"inputs must be a tensor (N, C, H, W); got {type(x).__name__}")
@@ -108,6 +154,19 @@ def _prepare(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, devic
     return model, x.to(device)
 
 
+def check_inputs(x: torch.Tensor, group: Group) -> None:
+    """Inputs a group can act on: (N, C, H, W), and square when the group rotates by 90 degrees."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor (N, C, H, W); got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"inputs must have shape (N, C, H, W); got {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    quarter = any(e.angle % 180 == 90 for e in group.elements)
+    if h != w and quarter:
+        raise ValueError(f"{group.name} rotates by 90 degrees, which maps an H x W grid onto itself only when it is square; "
+                         f"got inputs of {h} x {w} (crop or pad them to a square first)")
+
+
 @torch.no_grad()
 def forward_outputs(
     model: nn.Module,
@@ -123,7 +182,7 @@ def forward_outputs(
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
     layers = [n for n in dict.fromkeys(layers) if n != OUTPUT]
     outs: list[torch.Tensor] = []
-    with _capture(model, layers) as store:
+    with _capture(model, layers) as store, _measuring(model):
         for start in range(0, x.shape[0], chunk_size):
             outs.append(_tensor_of(model(x[start : start + chunk_size])).detach())
     def join(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -146,9 +205,10 @@ def orbit_outputs(
     """Run ``model`` on every ``g x`` (all g in G, all x) in chunks of ``chunk_size`` inputs.
 
     Returns name -> tensor ``(|G|, N, ...)`` for each requested layer and for ``"output"``.
-    The model is used as it is (call ``model.eval()`` first where that matters).
+    The model is measured in evaluation mode and left in the mode it was in.
     """
     group = get_group(group)
+    check_inputs(x, group)
     model, x = _prepare(model, x, dtype, device)
     orbit = group.orbit(x)  # (|G|, N, C, H, W)
     flat = orbit.reshape(-1, *x.shape[1:])
@@ -207,6 +267,7 @@ def evaluate(
     ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
     """
     group = get_group(group)
+    check_inputs(x, group)
     for ref in references:
         if ref not in ("orbit", "input"):
             raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
@@ -216,6 +277,7 @@ def evaluate(
             raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
     latents = [latent] if isinstance(latent, str) else list(latent or [])
     names = list(actions) + latents
+    check_layers(model, names)  # before any work
     Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)
     ref_pts: dict[str, torch.Tensor | None] = dict.fromkeys(latents)
     if latents and reference_points is not None:

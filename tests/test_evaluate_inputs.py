@@ -1,0 +1,56 @@
+"""What `geed.evaluate` does with models and inputs a user brings: e2cnn modules as they are, unknown
+layers named with suggestions, models left in training mode, inputs a group cannot act on."""
+import pytest
+import torch
+from torch import nn
+
+import geed
+from geed.orbit import UnknownLayer
+
+
+def test_an_e2cnn_module_is_measured_without_a_wrapper():
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    torch.manual_seed(0)
+    space = gspaces.Rot2dOnR2(N=4)
+    t_in = enn.FieldType(space, [space.trivial_repr])
+    t_mid = enn.FieldType(space, 3 * [space.regular_repr])
+    model = enn.SequentialModule(enn.R2Conv(t_in, t_mid, 3, padding=1), enn.ReLU(t_mid), enn.GroupPooling(t_mid)).to(torch.float64).eval()
+    x = torch.randn(4, 1, 9, 9, dtype=torch.float64)
+    report = geed.evaluate(model, x, "C4", channelwise={"2": None}, logits=False)
+    assert report[("channelwise", "2")].value == pytest.approx(-1.0, abs=1e-6)  # invariant fields: exactly equivariant
+
+
+def test_an_unknown_layer_is_named_with_close_matches_and_every_name():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(weights=None).eval()
+    with pytest.raises(UnknownLayer) as err:
+        geed.evaluate(model, torch.rand(2, 3, 32, 32), "C4", latent="avgpol")
+    text = str(err.value)
+    assert "did you mean 'avgpool'" in text
+    assert "avgpool" in text.split("module names:")[1] and "fc" in text.split("module names:")[1].split(", ")
+    assert isinstance(err.value, KeyError)
+
+
+def test_a_model_in_training_mode_is_measured_in_evaluation_mode_and_left_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model[1].running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(5, 1, 9, 9)
+    model.train()
+    a = geed.evaluate(model, x, "C4", latent="5").summary()
+    assert model.training  # its mode is restored
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BatchNorm statistics untouched
+    b = geed.evaluate(model.eval(), x, "C4", latent="5").summary()
+    assert a["value"].tolist() == b["value"].tolist()  # the same as measuring it in evaluation mode
+
+
+def test_non_square_inputs_are_refused_under_quarter_turns_only():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = torch.rand(3, 1, 8, 12)
+    with pytest.raises(ValueError, match="C4 rotates by 90 degrees.*8 x 12"):
+        geed.evaluate(model, x, "C4")
+    assert geed.evaluate(model, x, "flip")[("softmax", "output")].value >= 0  # the mirror acts on any grid

@@ -8,12 +8,31 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-__all__ = ["setup", "points_with_intervals", "lines_with_bands", "image_grid", "reference_rule"]
+__all__ = ["setup", "points_with_intervals", "lines_with_bands", "image_grid", "reference_rule", "CONTENT_WIDTH", "panels"]
+
+# Width of the book's content column at a 1280-pixel window, less the output cell's margins: every
+# chart is laid out to fit it (a real-browser test checks that nothing overflows).
+CONTENT_WIDTH = 660
+AXIS = 60  # room for a y axis with its title, per panel when scales are independent
+SPACING = 20  # vega's default spacing between facet panels
 
 
 def setup() -> None:
     alt.renderers.enable("html")
     alt.data_transformers.disable_max_rows()
+
+
+def panels(n: int, width: int, columns: int | None = None, total: int = CONTENT_WIDTH, min_width: int = 140) -> tuple[int, int]:
+    """(columns, panel width) for ``n`` facet panels so that a row fits in ``total`` pixels: at most
+    ``columns`` per row, each at most ``width`` wide and at least ``min_width`` (fewer columns otherwise)."""
+    cols = max(1, min(n, columns or n))
+    while cols > 1 and (total - cols * (AXIS + SPACING)) / cols < min_width:
+        cols -= 1
+    return cols, int(max(min_width, min(width, (total - cols * (AXIS + SPACING)) / cols)))
+
+
+def _legend(title: str) -> alt.Legend:
+    return alt.Legend(title=title, orient="bottom", columns=3)
 
 
 def _tooltip(df: pd.DataFrame, cols: list[str]) -> list:
@@ -24,19 +43,24 @@ def points_with_intervals(
     summary: pd.DataFrame, x: str, color: str | None = None, y_title: str = "value", column: str | None = None,
     x_sort: list | None = None, width: int = 320, height: int = 220, title: str | None = None, xoffset: bool = True,
 ) -> alt.Chart:
-    """Means as points, 95% intervals as error bars; ``summary`` has columns mean, lo, hi."""
+    """Means as points, 95% intervals as error bars; ``summary`` has columns mean, lo, hi. With
+    ``column``, one panel per value, wrapped into rows so that the chart fits the page."""
     base = alt.Chart(summary)
     enc = {"x": alt.X(f"{x}:N", sort=x_sort, title=x)}
     if color:
-        enc["color"] = alt.Color(f"{color}:N", title=color)
+        enc["color"] = alt.Color(f"{color}:N", legend=_legend(color))
         if xoffset:
             enc["xOffset"] = alt.XOffset(f"{color}:N")
     tips = _tooltip(summary, [x, color, "mean", "lo", "hi", "n"] if color else [x, "mean", "lo", "hi", "n"])
     pts = base.mark_point(filled=True, size=60).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)), tooltip=tips, **enc)
     bars = base.mark_rule(strokeWidth=2).encode(y="lo:Q", y2="hi:Q", **enc)
+    if column:
+        cols, width = panels(summary[column].nunique(), width)
+    else:
+        width = min(width, CONTENT_WIDTH - AXIS)
     chart = (bars + pts).properties(width=width, height=height)
     if column:
-        chart = chart.facet(column=alt.Column(f"{column}:N", title=None))
+        chart = chart.facet(facet=alt.Facet(f"{column}:N", title=None), columns=cols)
     if title:
         chart = chart.properties(title=title)
     return chart
@@ -49,10 +73,14 @@ def lines_with_bands(
 ) -> alt.Chart:
     """Mean curves over ``x`` with shaded 95% bands, one colour per ``color``."""
     base = alt.Chart(summary)
-    enc = {"x": alt.X(f"{x}:Q", title=x_title or x), "color": alt.Color(f"{color}:N", title=color)}
+    enc = {"x": alt.X(f"{x}:Q", title=x_title or x), "color": alt.Color(f"{color}:N", legend=_legend(color))}
     band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="hi:Q", **enc)
     line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
                                               tooltip=_tooltip(summary, [x, color, "mean", "lo", "hi", "n"]), **enc)
+    if facet:
+        columns, width = panels(summary[facet].nunique(), width, columns)
+    else:
+        width = min(width, CONTENT_WIDTH - AXIS)
     chart = (band + line).properties(width=width, height=height)
     if facet:
         chart = chart.facet(facet=alt.Facet(f"{facet}:N", title=None), columns=columns)
@@ -76,8 +104,10 @@ def image_grid(images: np.ndarray, labels: list[str], size: int = 90, columns: i
         ys, xs = np.mgrid[0:h, 0:w]
         rows.append(pd.DataFrame({"panel": lab, "order": k, "x": xs.ravel(), "y": ys.ravel(), "v": img.ravel()}))
     df = pd.concat(rows)
+    columns = columns or len(labels)
+    size = int(min(size, (CONTENT_WIDTH - columns * SPACING) / columns))
     chart = alt.Chart(df).mark_rect().encode(
         x=alt.X("x:O", axis=None), y=alt.Y("y:O", axis=None),
         color=alt.Color("v:Q", scale=alt.Scale(scheme="greys"), legend=None),
     ).properties(width=size, height=size)
-    return chart.facet(facet=alt.Facet("panel:N", sort=alt.SortField("order"), title=None), columns=columns or len(labels))
+    return chart.facet(facet=alt.Facet("panel:N", sort=alt.SortField("order"), title=None), columns=columns)

@@ -59,17 +59,21 @@ def learned_vs_genuine(models: Models, betas: list[float], n_points: int, groups
                     }
                     for metric, v in vals.items():
                         rows.append({"model": label, "seed": s, "group": gname, "beta": beta, "metric": metric, "value": v})
+                    if progress:
+                        print(f"[learned vs genuine] beta = {beta:g}, {gname}, {label} seed {s} ({time.time() - t0:.0f} s)", flush=True)
         if progress:
             print(f"[learned vs genuine] beta = {beta:g} done ({time.time() - t0:.0f} s)", flush=True)
     return pd.DataFrame(rows)
 
 
-def insensitivity_control(models: Models, sets: list[str], n_points: int, seed: int = 0) -> pd.DataFrame:
+def insensitivity_control(models: Models, sets: list[str], n_points: int, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Per model and data set: softmax C8-EED, the mean softmax response to the C8 rotations and to
     random perturbations of the same size, and their ratio (the normalised score)."""
     g = get_group("C8", mask=True)
-    rows = []
+    rows, t0 = [], time.time()
     for name in sets:
+        if progress:
+            print(f"[insensitivity] {name} ({time.time() - t0:.0f} s)", flush=True)
         x = ood_set(name, n_points, seed)
         for label, members in models.items():
             for s, model in members:
@@ -82,16 +86,18 @@ def insensitivity_control(models: Models, sets: list[str], n_points: int, seed: 
     return pd.DataFrame(rows)
 
 
-def hidden_permutations(models: Models, n_fit: int, n_eval: int, seed: int = 0) -> pd.DataFrame:
+def hidden_permutations(models: Models, n_fit: int, n_eval: int, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Channelwise C8-EED after each block with the plain action, with the best-matching channel
     permutation (fit on ``n_fit`` held-out points, measured on ``n_eval`` others), and -- for models that
     declare one -- with the true action; ``agreement`` is the fraction of the true permutation recovered."""
     g = get_group("C8", mask=True)
     data = rotated_digits("test")
     x_fit, x_eval = data.subset(n_fit, seed + 7).x, data.subset(n_eval, seed).x
-    rows = []
+    rows, t0 = [], time.time()
     for label, members in models.items():
         for s, model in members:
+            if progress:
+                print(f"[hidden permutations] {label} seed {s} ({time.time() - t0:.0f} s)", flush=True)
             Yf = ev.orbit_outputs(model, x_fit, g, model.blocks)
             Ye = ev.orbit_outputs(model, x_eval, g, model.blocks)
             declared = model.layer_actions(g)
@@ -112,14 +118,16 @@ def hidden_permutations(models: Models, n_fit: int, n_eval: int, seed: int = 0) 
     return pd.DataFrame(rows)
 
 
-def continuous_vs_discrete(models: Models, n_points: int, seed: int = 0, power_iterations: int = 20) -> pd.DataFrame:
+def continuous_vs_discrete(models: Models, n_points: int, seed: int = 0, power_iterations: int = 20, progress: bool = True) -> pd.DataFrame:
     """Per model: mean norm of the Lie derivative of the logits along rotation, the largest singular value
     of the input-logit Jacobian, and softmax / latent C8-EED and LI on the same points."""
     g = get_group("C8", mask=True)
     x = rotated_digits("test").subset(n_points, seed).x
-    rows = []
+    rows, t0 = [], time.time()
     for label, members in models.items():
         for s, model in members:
+            if progress:
+                print(f"[continuous rotations] {label} seed {s} ({time.time() - t0:.0f} s)", flush=True)
             Y = ev.orbit_outputs(model, x, g, [model.latent_layer])
             rows.append({"model": label, "seed": s,
                          "Lie derivative (logits)": float(np.mean(lie_derivative(model, x))),

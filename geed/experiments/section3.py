@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 
+import time
+
 import numpy as np
 import pandas as pd
 import torch
@@ -76,13 +78,15 @@ def composition_error(x: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def interpolation_floor(x: torch.Tensor, width: float, seeds: list[int]) -> pd.DataFrame:
+def interpolation_floor(x: torch.Tensor, width: float, seeds: list[int], progress: bool = True) -> pd.DataFrame:
     """Per-model deviation from exact equivariance, ``1 + channelwise G-EED``, after each block of an
     untrained C8 steerable CNN and a conventional CNN, under C4 (exact) and C8 (interpolated),
     with and without the circular mask. One row per (model seed, block, group, mask)."""
-    rows = []
-    for seed in seeds:
+    rows, t0 = [], time.time()
+    for i, seed in enumerate(seeds, 1):
         for family in ("c8cnn", "cnn"):
+            if progress:
+                print(f"[interpolation floor] {family}, model {i}/{len(seeds)} ({time.time() - t0:.0f} s)", flush=True)
             model = build_model(family, width=width, seed=seed).eval()
             for gname in ("C4", "C8"):
                 for mask in (True, False):

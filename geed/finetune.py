@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .patches import get_task
+from .patches import SIZE, get_task
 from .train import _discard_corrupt, _latest, _save, accuracy_of, cpu_state, read_checkpoint, restore_rng, rng_states, training_device
 from .zoo import ZooModel, build_zoo_model
 
@@ -53,6 +53,7 @@ class FitConfig:
     batch_size: int = 32
     lr: float = 1e-3
     augment: bool = False  # flip / crop / jitter augmentation (always on for the self-supervised objectives)
+    size: int = SIZE  # patch size in pixels
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -61,7 +62,7 @@ class FitConfig:
             raise ValueError("iterations must be >= 0, record_every >= 1 and batch_size >= 2")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
-        get_task(self.task)
+        get_task(self.task, self.size)
 
     def steps(self) -> list[int]:
         return sorted(set(range(0, self.iterations, self.record_every)) | {self.iterations})
@@ -69,7 +70,7 @@ class FitConfig:
     def name(self) -> str:
         init = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.init)
         return (f"{self.arch}-{self.task}-{self.objective}-init_{init}-s{self.seed}-it{self.iterations}-r{self.record_every}"
-                f"-b{self.batch_size}-lr{self.lr:g}-aug{int(self.augment)}")
+                f"-b{self.batch_size}-lr{self.lr:g}-aug{int(self.augment)}" + ("" if self.size == SIZE else f"-px{self.size}"))
 
 
 @dataclass
@@ -194,7 +195,7 @@ def _objective(config: FitConfig, model: ZooModel) -> Objective:
 
 # ----------------------------------------------------------------------------- the loop
 def load_fitted(config: FitConfig, path: Path) -> ZooModel:
-    model = build_zoo_model(config.arch, get_task(config.task).n_classes)
+    model = build_zoo_model(config.arch, get_task(config.task, config.size).n_classes)
     state = read_checkpoint(path)
     model.load_state_dict(state["kept"])
     return model.eval()
@@ -214,7 +215,7 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
                 return FitResult(config, ckpt, meta["test_accuracy"], meta["seconds"])
         except (ValueError, KeyError):
             pass  # unreadable summary: the checkpoints below are checked one by one
-    task = get_task(config.task)
+    task = get_task(config.task, config.size)
     model = build_zoo_model(config.arch, task.n_classes, seed=config.seed)
     if init_body is not None:
         init_body(model)

@@ -87,6 +87,8 @@ RULES: dict[str, Rule] = {
     "datasets": _choices(_datasets),
     "control_sets": _choices(_datasets),
     "archs": _choices(_archs),
+    "imagenet_archs": Rule(lambda v: all(a in _archs() for a in v), _Lazy(lambda: f"a list of names from {sorted(_archs())}")),
+    "imagenet_size": Rule(lambda v: 9 <= v <= 225 and v % 2 == 1, "an odd integer from 9 to 225 (quarter turns must be exact)"),
     "arch": _choices(_archs),
     "weights_source": Rule(lambda v: v in ("auto", "published", "offline"), "one of 'auto', 'published', 'offline'"),
 }

@@ -60,14 +60,20 @@ def _read(name: str) -> np.ndarray:
     return img / 255.0 if img.max() > 1 else img
 
 
-@lru_cache(maxsize=4)
-def _images(task: str) -> tuple[torch.Tensor, ...]:
+def short_side(size: int) -> int:
+    """The short side images are rescaled to for ``size``-pixel patches: 192 at the default 33 pixels,
+    in proportion above it, so that a patch covers the same share of its image at every size."""
+    return max(SHORT_SIDE, int(math.ceil(SHORT_SIDE * size / SIZE)))
+
+
+@lru_cache(maxsize=8)
+def _images(task: str, size: int = SIZE) -> tuple[torch.Tensor, ...]:
     from skimage.transform import rescale
 
     out = []
     for name in TASKS[task]:
         img = _read(name)
-        img = rescale(img, SHORT_SIDE / min(img.shape[:2]), anti_aliasing=True, channel_axis=2)
+        img = rescale(img, short_side(size) / min(img.shape[:2]), anti_aliasing=True, channel_axis=2)
         out.append(torch.as_tensor(np.clip(img, 0, 1), dtype=torch.float32).permute(2, 0, 1).contiguous())
     return tuple(out)
 
@@ -78,6 +84,7 @@ class PatchTask:
 
     name: str
     rotated: bool
+    size: int = SIZE
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -88,13 +95,14 @@ class PatchTask:
         return len(self.classes)
 
     def sample(self, split: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` patches ``(n, 3, SIZE, SIZE)`` and labels, classes balanced in expectation."""
+        """``n`` patches ``(n, 3, size, size)`` and labels, classes balanced in expectation."""
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
         if n < 1:
             raise ValueError(f"n must be positive; got {n}")
-        images = _images(self.name)
-        window = math.ceil(SIZE * math.sqrt(2)) + 2 if self.rotated else SIZE
+        images = _images(self.name, self.size)
+        size = self.size
+        window = math.ceil(size * math.sqrt(2)) + 2 if self.rotated else size
         labels = torch.randint(0, len(images), (n,), generator=generator)
         crops = []
         for lab in labels.tolist():
@@ -111,16 +119,19 @@ class PatchTask:
         if self.rotated:
             angles = torch.rand(n, generator=generator) * 360.0
             x = rotate_batch(x, angles)
-            off = (window - SIZE) // 2
-            x = x[:, :, off : off + SIZE, off : off + SIZE]
-        return x * disc_mask(SIZE, SIZE).to(x.dtype), labels
+            off = (window - size) // 2
+            x = x[:, :, off : off + size, off : off + size]
+        return x * disc_mask(size, size).to(x.dtype), labels
 
     def fixed(self, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """A reproducible set of ``n`` patches (e.g. the test points)."""
         return self.sample(split, n, torch.Generator().manual_seed(10_007 * (seed + 1) + (split == "test")))
 
 
-def get_task(name: str) -> PatchTask:
+def get_task(name: str, size: int = SIZE) -> PatchTask:
+    """A patch task by name, with patches of ``size`` pixels (odd, so that quarter turns are exact)."""
     if name not in TASKS:
         raise ValueError(f"unknown patch task {name!r}; known: {sorted(TASKS)}")
-    return PatchTask(name, ROTATED[name])
+    if not isinstance(size, int) or isinstance(size, bool) or size < 9 or size > 225 or size % 2 == 0:
+        raise ValueError(f"patch size must be an odd integer from 9 to 225; got {size!r}")
+    return PatchTask(name, ROTATED[name], size)

@@ -27,7 +27,7 @@ from ..finetune import FitConfig, FitResult, fit
 from ..train import training_device
 from ..groups import get_group
 from ..metrics import latent_eed, softmax_eed
-from ..patches import get_task
+from ..patches import SIZE, get_task
 from ..zoo import WeightsNotFound, find_weights, load_pretrained
 from .rotated_digits import _values, checkpoint_dir
 
@@ -69,9 +69,10 @@ def pretrained_source(arch: str, source: str, pretrain_iterations: int, batch_si
 
 
 def train_architecture(arch: str, seeds: list[int], iterations: int, record_every: int, batch_size: int, lr: float,
-                       pretrained: tuple[str, Callable], progress: bool = True) -> dict[str, list[FitResult]]:
-    """``seeds`` models per initialisation, fine-tuned on the orientation-free task."""
-    base = FitConfig(arch=arch, task=TARGET_TASK, iterations=iterations, record_every=record_every, batch_size=batch_size, lr=lr)
+                       pretrained: tuple[str, Callable], progress: bool = True, size: int = SIZE) -> dict[str, list[FitResult]]:
+    """``seeds`` models per initialisation, fine-tuned on the orientation-free task (patches of ``size`` pixels)."""
+    base = FitConfig(arch=arch, task=TARGET_TASK, iterations=iterations, record_every=record_every, batch_size=batch_size, lr=lr,
+                     size=size)
     label, init_body = pretrained
     out: dict[str, list[FitResult]] = {}
     for init, (tag, fn) in zip(INITS, (("scratch", None), (label, init_body))):
@@ -100,17 +101,18 @@ def measure(model: torch.nn.Module, x: torch.Tensor, x_ref: torch.Tensor) -> lis
 
 def track(results: dict[str, dict[str, list[FitResult]]], n_points: int, n_reference: int, seed: int = 0,
           progress: bool = True) -> pd.DataFrame:
-    """Every checkpoint of every model of every architecture, measured on test patches of the target task."""
-    task = get_task(TARGET_TASK)
-    x, _ = task.fixed("test", n_points, seed)
-    x_ref, _ = task.fixed("test", n_reference, seed + 1)
+    """Every checkpoint of every model of every architecture, measured on test patches of the target task
+    (of the size each architecture was trained on; the same patches for every model of one size)."""
     rows, t0 = [], time.time()
     for arch, by_init in results.items():
         for init, fits in by_init.items():
             for res in fits:
+                task = get_task(TARGET_TASK, res.config.size)
+                x, _ = task.fixed("test", n_points, seed)
+                x_ref, _ = task.fixed("test", n_reference, seed + 1)
                 for step in sorted(res.checkpoints):
                     for r in measure(res.model(step).to(training_device()), x, x_ref):
-                        rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, **r})
+                        rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, "size": res.config.size, **r})
         if progress:
             print(f"[measure] {arch} done ({time.time() - t0:.0f} s)", flush=True)
     return pd.DataFrame(rows)

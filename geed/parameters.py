@@ -90,6 +90,8 @@ RULES: dict[str, Rule] = {
     "imagenet_archs": Rule(lambda v: all(a in _archs() for a in v), _Lazy(lambda: f"a list of names from {sorted(_archs())}")),
     "imagenet_size": Rule(lambda v: 9 <= v <= 225 and v % 2 == 1, "an odd integer from 9 to 225 (quarter turns must be exact)"),
     "arch": _choices(_archs),
+    "init": Rule(lambda v: v in ("imagenet", "scratch"), "one of 'imagenet', 'scratch'"),
+    "size": Rule(lambda v: 9 <= v <= 225 and v % 2 == 1, "an odd integer from 9 to 225 (quarter turns must be exact)"),
     "weights_source": Rule(lambda v: v in ("auto", "published", "offline"), "one of 'auto', 'published', 'offline'"),
 }
 

@@ -21,11 +21,11 @@ from ..train import training_device
 from ..groups import get_group
 from ..claims import effective_rank
 from ..metrics import latent_eed
-from ..patches import get_task
+from ..patches import SIZE, get_task
 from ..zoo import WeightsNotFound, build_zoo_model, find_weights, load_pretrained
 from .rotated_digits import checkpoint_dir
 
-__all__ = ["LABELS", "PUBLISHED", "train_models", "published_models", "measure", "summary", "spread", "claims_44", "TASK", "PARALLEL"]
+__all__ = ["LABELS", "PUBLISHED", "INITS", "train_models", "imagenet_model", "published_models", "measure", "summary", "spread", "claims_44", "TASK", "PARALLEL"]
 
 TASK = "upright-photos"
 LABELS = {"supervised": "supervised", "simclr": "SimCLR-style (contrastive)", "dino": "DINO-style (self-distillation)"}
@@ -33,17 +33,38 @@ PUBLISHED = {"resnet50": "published ResNet50 (supervised)", "bit_resnetv2_50x1":
              "dino_resnet50": "published DINO", "simclr_resnet50": "published SimCLR"}
 
 
-def train_models(arch: str, seeds: list[int], iterations: int, batch_size: int, lr: float, progress: bool = True) -> dict[str, list[FitResult]]:
-    """``seeds`` models per objective; the supervised models see the same augmentations (flip included)."""
-    base = FitConfig(arch=arch, task=TASK, iterations=iterations, record_every=max(1, iterations), batch_size=batch_size, lr=lr, augment=True)
+INITS = ("imagenet", "scratch")
+
+
+def train_models(arch: str, seeds: list[int], iterations: int, batch_size: int, lr: float, progress: bool = True,
+                 init: str = "scratch", size: int = SIZE, weights_dir=None) -> dict[str, list[FitResult]]:
+    """``seeds`` models per objective; the supervised models see the same augmentations (flip included).
+
+    ``init="imagenet"``: every objective continues from ``arch``'s published ImageNet weights (the same
+    starting point for all three); ``"scratch"``: from random weights."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    init_body, tag = None, "scratch"
+    if init == "imagenet":
+        path = find_weights(arch, weights_dir)
+        init_body, tag = (lambda m: load_pretrained(m, path)), f"published:{path.name}"
+    base = FitConfig(arch=arch, task=TASK, iterations=iterations, record_every=max(1, iterations), batch_size=batch_size, lr=lr,
+                     augment=True, init=tag, size=size)
     out: dict[str, list[FitResult]] = {}
     for objective, label in LABELS.items():
         out[label] = []
         for k, s in enumerate(seeds, 1):
             if progress:
                 print(f"[{label}] model {k}/{len(seeds)} (seed {s})", flush=True)
-            out[label].append(fit(replace(base, objective=objective, seed=s), checkpoint_dir(), progress=progress))
+            out[label].append(fit(replace(base, objective=objective, seed=s), checkpoint_dir(), init_body=init_body, progress=progress))
     return out
+
+
+def imagenet_model(arch: str, weights_dir=None) -> tuple[str, torch.nn.Module]:
+    """``arch`` exactly as published (supervised on ImageNet), before any training here: its label and model."""
+    model = build_zoo_model(arch, n_classes=1)
+    load_pretrained(model, find_weights(arch, weights_dir))
+    return f"{arch} as published (supervised, ImageNet)", model.eval()
 
 
 def published_models(weights_dir=None) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
@@ -61,9 +82,10 @@ def published_models(weights_dir=None) -> tuple[dict[str, torch.nn.Module], dict
     return found, status
 
 
-def measure(models: dict[str, list[torch.nn.Module]], n_points: int, n_reference: int, seed: int = 0) -> pd.DataFrame:
-    """Per-sample latent flip-EED (l2, cosine; M over ``n_reference`` other test patches) of every model."""
-    task = get_task(TASK)
+def measure(models: dict[str, list[torch.nn.Module]], n_points: int, n_reference: int, seed: int = 0, size: int = SIZE) -> pd.DataFrame:
+    """Per-sample latent flip-EED (l2, cosine; M over ``n_reference`` other test patches of ``size``
+    pixels) of every model."""
+    task = get_task(TASK, size)
     x, _ = task.fixed("test", n_points, seed)
     x_ref, _ = task.fixed("test", n_reference, seed + 1)
     flip = get_group("flip")

@@ -175,3 +175,14 @@ def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_pat
     resumed = fit(cfg, tmp_path / "b", progress=False)
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_papers_published_models_are_judged_when_measured():
+    from geed.experiments.selfsup import PUBLISHED
+
+    ours = _table44(0.1, 1)
+    assert not any(cid.endswith("-published") for cid in _verdicts44(ours))
+    names = {LABELS["supervised"]: PUBLISHED["resnet50"], LABELS["simclr"]: PUBLISHED["simclr_resnet50"], LABELS["dino"]: PUBLISHED["dino_resnet50"]}
+    published = ours.assign(model=ours["model"].map(names))
+    v = _verdicts44(pd.concat([ours, published]))
+    assert v["4.4-1-published"] == v["4.4-2-published"] == C.HOLDS and v["4.4-3-published"] == C.FAILS

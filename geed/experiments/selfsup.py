@@ -135,8 +135,7 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
     collapsed = info["collapsed"]
     parallel = info["M (cosine)"] >= PARALLEL
 
-    def values(kind: str, metric: str):
-        label = LABELS[kind]
+    def values(label: str, metric: str):
         sel = table[(table.model == label) & (table.metric == metric)]
         if sel["seed"].nunique() > 1:
             return sel.groupby("seed")["value"].mean().sort_index(), False
@@ -144,11 +143,11 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
 
     def diff(a: str, b: str, metric: str) -> C.Difference:
         (va, paired), (vb, _) = values(a, metric), values(b, metric)
-        return C.difference(va, vb, f"{LABELS[a]} - {LABELS[b]} [{metric}]", paired=paired)
+        return C.difference(va, vb, f"{a} - {b} [{metric}]", paired=paired)
 
-    def guarded(kinds, verdict: C.Verdict) -> C.Verdict:
-        bad = [LABELS[k] for k in kinds if collapsed.get(LABELS[k], False)]
-        flat = [LABELS[k] for k in kinds if parallel.get(LABELS[k], False)]
+    def guarded(labels, verdict: C.Verdict) -> C.Verdict:
+        bad = [lab for lab in labels if collapsed.get(lab, False)]
+        flat = [lab for lab in labels if parallel.get(lab, False)]
         history = (f"without the collapse check: {verdict.verdict}; under the earlier spread rule (changed after results were seen: "
                    f"inconclusive if a model's mean pairwise cosine >= {PARALLEL}): {C.INCONCLUSIVE if flat else verdict.verdict}")
         if bad:
@@ -159,14 +158,21 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
 
     out = []
     metrics = ("latent_l2", "latent_cosine")
-    out.append(("4.4-1", "Sec. 4.4, Fig. 5", "The contrastive (SimCLR-style) model is more flip-invariant than the supervised one, in both l2 and cosine latent G-EED.",
-                guarded(("supervised", "simclr"), C.greater_for_all(lambda: [diff("supervised", "simclr", m) for m in metrics], "distance"))))
-    out.append(("4.4-2", "Sec. 4.4, Fig. 5", "The contrastive model is more flip-invariant than the self-distillation (DINO-style) model, in both distances.",
-                guarded(("dino", "simclr"), C.greater_for_all(lambda: [diff("dino", "simclr", m) for m in metrics], "distance"))))
-    out.append(("4.4-3", "Sec. 4.4", "How the self-distillation (DINO-style) model compares with the supervised one depends on the distance: "
-                "l2 and cosine latent G-EED order them in opposite directions.",
-                guarded(("supervised", "dino"), C.opposite_orders(lambda: [(diff("supervised", "dino", "latent_l2"), diff("supervised", "dino", "latent_cosine"))],
-                                                                  "pair of models"))))
+    present = set(table["model"])
+    arms = [("", "", LABELS["supervised"], LABELS["simclr"], LABELS["dino"])]
+    if {PUBLISHED["resnet50"], PUBLISHED["simclr_resnet50"], PUBLISHED["dino_resnet50"]} <= present:
+        arms.append(("-published", " (the paper's published ResNet50s)", PUBLISHED["resnet50"], PUBLISHED["simclr_resnet50"], PUBLISHED["dino_resnet50"]))
+    for sfx, which, sup, sim, dino in arms:
+        if not {sup, sim, dino} <= present:
+            continue
+        out.append((f"4.4-1{sfx}", "Sec. 4.4, Fig. 5", f"The contrastive (SimCLR-style) model is more flip-invariant than the supervised one, in both l2 and cosine latent G-EED{which}.",
+                    guarded((sup, sim), C.greater_for_all(lambda sup=sup, sim=sim: [diff(sup, sim, m) for m in metrics], "distance"))))
+        out.append((f"4.4-2{sfx}", "Sec. 4.4, Fig. 5", f"The contrastive model is more flip-invariant than the self-distillation (DINO-style) model, in both distances{which}.",
+                    guarded((dino, sim), C.greater_for_all(lambda dino=dino, sim=sim: [diff(dino, sim, m) for m in metrics], "distance"))))
+        out.append((f"4.4-3{sfx}", "Sec. 4.4", "How the self-distillation (DINO-style) model compares with the supervised one depends on the distance: "
+                    f"l2 and cosine latent G-EED order them in opposite directions{which}.",
+                    guarded((sup, dino), C.opposite_orders(lambda sup=sup, dino=dino: [(diff(sup, dino, "latent_l2"), diff(sup, dino, "latent_cosine"))],
+                                                           "pair of models"))))
     return out
 
 

@@ -93,6 +93,8 @@ class Chapter:
         import torch
 
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+        claims.annotate(self.name, "seconds", round(time.time() - self.started, 1))
+        claims.annotate(self.name, "device", device)
         rows = [("profile", self.profile)]
         rows += [(f"parameter {k}", json.dumps(v, default=str)) for k, v in self.params.items()]
         rows += [
@@ -369,8 +371,44 @@ def build_html(root: Path | None = None) -> None:
     print(f"[book] built {root / '_build' / 'html' / 'index.html'}", flush=True)
 
 
-def build(profile: str = "default", only: list[str] | None = None, html: bool = True, root: Path | None = None) -> None:
+def check(profile: str, root: Path | None = None) -> tuple[list, list[str]]:
+    """The inputs of the paper's protocol (found or not) and a rough time per chapter for ``profile``."""
+    from . import inputs
+
     root = root or paths.root()
+    found = inputs.survey()
+    lines = []
+    for c in chapters(root):
+        params = resolve_parameters(c, profile, root=root)
+        last = claims.run_meta(c)
+        secs = inputs.estimate_seconds(c, params, last.get("params"), last.get("seconds"))
+        lines.append(f"{c}: " + ("no timed run to scale from" if secs is None else
+                                 f"about {secs / 60:.0f} min (scaled from the last run: {last.get('profile')}, "
+                                 f"{last.get('seconds', 0) / 60:.1f} min on {last.get('device', 'unknown device')})"))
+    return found, lines
+
+
+def _report(found, lines) -> str:
+    out = ["Inputs of the paper's protocol:"]
+    for i in found:
+        out.append(f"  [{'found' if i.found else 'MISSING'}] {i.name} ({i.needed_by}): {i.where}"
+                   + ("" if i.found else f"\n      substitute: {i.substitute}"))
+    out += ["Rough time per chapter (models x iterations x width^2, scaled from the last timed run):"] + [f"  {ln}" for ln in lines]
+    return "\n".join(out)
+
+
+def build(profile: str = "default", only: list[str] | None = None, html: bool = True, root: Path | None = None,
+          accept_substitutes: bool = False) -> None:
+    root = root or paths.root()
+    if profile == "paper" and not accept_substitutes:
+        from . import inputs
+
+        lacking = inputs.missing()
+        if lacking:
+            raise BuildError("the paper profile needs inputs this machine does not have; nothing was run:\n"
+                             + "\n".join(f"  {i.name} ({i.needed_by}): {i.where}\n      substitute: {i.substitute}" for i in lacking)
+                             + "\nProvide them, or run with --accept-substitutes to build the paper's protocol on the substitutes named above "
+                               "(each chapter states the ones it used).")
     if profile not in PROFILES and not (root / "profiles" / f"{profile}.yml").exists():
         raise BuildError(f"unknown profile {profile!r}; known: {list(PROFILES)}")
     t0 = time.time()
@@ -409,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="default")
     b.add_argument("--only", nargs="*", help="execute only these chapters (others keep their last output)")
     b.add_argument("--no-html", action="store_true")
+    b.add_argument("--accept-substitutes", action="store_true", help="paper profile: build on the named substitutes of missing inputs")
+    k = sub.add_parser("check", help="list the inputs the paper's protocol needs, what is found, and a rough time per chapter")
+    k.add_argument("--profile", default="paper")
     r = sub.add_parser("run", help="execute one chapter with a profile and parameter overrides")
     r.add_argument("chapter")
     r.add_argument("--profile", default="default")
@@ -419,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     root = paths.root()
     try:
         if args.cmd == "build":
-            build(args.profile, args.only, html=not args.no_html, root=root)
+            build(args.profile, args.only, html=not args.no_html, root=root, accept_substitutes=args.accept_substitutes)
+        elif args.cmd == "check":
+            print(_report(*check(args.profile, root)))
         elif args.cmd == "run":
             execute_chapter(args.chapter, args.profile, {k: _parse_value(v) for k, v in args.parameter}, root=root)
         elif args.cmd == "html":

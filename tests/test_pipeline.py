@@ -180,3 +180,28 @@ def test_chapter_output_has_no_kernel_transport_warning(tmp_path, monkeypatch, c
     book.execute_chapter("demo", "smoke", root=root)
     out, err = capfd.readouterr()
     assert "without encryption" not in out + err
+
+
+# ----------------------------------------------------------------------------- the paper profile
+def test_the_paper_profile_refuses_to_start_without_its_inputs_unless_substitutes_are_accepted(monkeypatch, tmp_path):
+    from geed import inputs
+
+    monkeypatch.delenv("GEED_MNIST_ROOT", raising=False)
+    monkeypatch.setenv("GEED_WEIGHTS_DIR", str(tmp_path))  # an empty folder
+    lacking = {i.name for i in inputs.missing()}
+    assert "full MNIST (60,000 + 10,000 digits)" in lacking and "xView Maritime (overhead imagery)" in lacking
+    ran = []
+    monkeypatch.setattr(book, "execute_chapter", lambda *a, **k: ran.append(a[0]))
+    with pytest.raises(book.BuildError, match="paper profile needs inputs.*nothing was run") as err:
+        book.build("paper", html=False, root=ROOT)
+    assert "substitute:" in str(err.value) and ran == []
+    book.build("paper", only=["section3"], html=False, root=ROOT, accept_substitutes=True)
+    assert ran == ["section3"]
+
+
+def test_time_estimates_scale_the_last_run():
+    from geed import inputs
+
+    last = {"n_models": 3, "iterations": 100, "width": 0.0625}
+    assert inputs.estimate_seconds("x", {"n_models": 6, "iterations": 100, "width": 0.125}, last, 60.0) == pytest.approx(480.0)
+    assert inputs.estimate_seconds("x", last, None, None) is None

@@ -96,8 +96,9 @@ def reference_rule(value: float, label: str) -> alt.Chart:
     return alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q", tooltip=["label", alt.Tooltip("y:Q", format=".4g")])
 
 
-def image_grid(images: np.ndarray, labels: list[str], size: int = 90, columns: int | None = None) -> alt.Chart:
-    """Small grey-scale images (``(k, H, W)``) as heat maps side by side."""
+def image_grid(images: np.ndarray, labels: list[str], size: int = 90, columns: int | None = None, title: str | None = None) -> alt.Chart:
+    """Small grey-scale images (``(k, H, W)``) as heat maps side by side; labels longer than a panel
+    are cut with an ellipsis (the full label is in the panel's tooltip)."""
     rows = []
     for k, (img, lab) in enumerate(zip(images, labels)):
         h, w = img.shape
@@ -110,4 +111,7 @@ def image_grid(images: np.ndarray, labels: list[str], size: int = 90, columns: i
         x=alt.X("x:O", axis=None), y=alt.Y("y:O", axis=None),
         color=alt.Color("v:Q", scale=alt.Scale(scheme="greys"), legend=None),
     ).properties(width=size, height=size)
-    return chart.facet(facet=alt.Facet("panel:N", sort=alt.SortField("order"), title=None), columns=columns)
+    chart = chart.encode(tooltip=["panel:N"]).facet(
+        facet=alt.Facet("panel:N", sort=alt.SortField("order"), title=None, header=alt.Header(labelLimit=size + SPACING // 2)),
+        columns=columns)
+    return chart.properties(title=title) if title else chart

@@ -62,3 +62,13 @@ def test_section3_sentences_follow_the_tables():
     fig1 = pd.DataFrame({"model": ["X", "X"], "metric": ["channelwise (block 1)", "softmax (KL)"], "value": [-1.0, 0.0]})
     assert "exactly equivariant to 1e-6" in s3.figure1_sentence(fig1)
     assert "not exactly" in s3.figure1_sentence(fig1.assign(value=[-0.9, 0.0]))
+
+
+def test_long_measurements_report_progress(capsys):
+    from geed.data import rotated_digits
+    from geed.experiments import section3 as s3
+
+    x = rotated_digits("test").subset(2, seed=0).x
+    s3.interpolation_floor(x, 0.0417, [0])
+    out = capsys.readouterr().out
+    assert "[interpolation floor] c8cnn, model 1/1" in out and "[interpolation floor] cnn, model 1/1" in out

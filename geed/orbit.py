@@ -30,7 +30,7 @@ from .metrics import (
     softmax_eed,
 )
 
-__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "orbit_outputs", "forward_outputs", "evaluate", "Report", "OUTPUT"]
+__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "orbit_outputs", "forward_outputs", "evaluate", "evaluate_reference", "auto_chunk_size", "Report", "OUTPUT"]
 
 OUTPUT = "output"
 
@@ -252,10 +252,128 @@ def evaluate(
     logits: bool = True,
     reference_points: torch.Tensor | None = None,
     references: Sequence[str] = ("orbit",),
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    memory_budget: int = 256 * 2**20,
+) -> Report:
+    """All G-EED variants, streamed over blocks of samples.
+
+    ``channelwise`` maps module names of feature-map layers to their actions (``None`` values
+    mean the plain spatial action; see :func:`geed.metrics.channelwise_eed` for dead channels,
+    whose share is ``dead_fraction`` in the summary); ``latent`` names the feature extractor's
+    output module, or several modules (trivial action; l2 and cosine, normalised by M over the
+    latent vectors of ``reference_points`` -- the evaluated points themselves when None -- and
+    unnormalised);
+    ``logits=True`` adds softmax G-EED and the DI/LI errors of Moskalev et al. on the model output.
+    ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
+
+    Memory does not grow with the feature maps of N samples: the samples are taken in blocks whose
+    whole orbit is one forward chunk (``chunk_size`` orbit inputs; by default as many as fit
+    ``memory_budget`` bytes of captured feature maps, at most 64 on a CPU and 512 on a GPU); each
+    block's feature maps are reduced to per-(sample, element) values and freed before the next block.
+    Only the latent vectors and logits of the whole orbit are kept (small), so every value is the
+    same as :func:`evaluate_reference`'s. The model is measured in evaluation mode and left as it was.
+    """
+    group = get_group(group)
+    check_inputs(x, group)
+    for ref in references:
+        if ref not in ("orbit", "input"):
+            raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
+    actions = {n: (a if a is not None else SpatialAction(group)) for n, a in (channelwise or {}).items()}
+    for n, a in actions.items():
+        if a.group.order != group.order or a.group.name != group.name:
+            raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
+    latents = [latent] if isinstance(latent, str) else list(latent or [])
+    check_layers(model, list(actions) + latents)  # before any work
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    model, x = _prepare(model, x, dtype, None)
+    hidden = [n for n in actions if n not in latents]
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(model, x[:1], hidden, memory_budget)
+    n_el, N = len(group), x.shape[0]
+    block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
+    parts: dict[tuple[str, str], list] = {(ref, n): [] for ref in references for n in actions}
+    small: dict[str, list[torch.Tensor]] = {n: [] for n in latents + [OUTPUT]}
+    with torch.no_grad(), _capture(model, list(dict.fromkeys(hidden + latents))) as store, _measuring(model):
+        for start in range(0, N, block):
+            xb = x[start : start + block]
+            flat = group.orbit(xb).reshape(-1, *x.shape[1:])
+            outs = [_tensor_of(model(flat[c : c + chunk_size])).detach() for c in range(0, flat.shape[0], chunk_size)]
+            Yb = {n: _join(v).reshape(n_el, xb.shape[0], *v[0].shape[1:]) for n, v in store.items()}
+            for v in store.values():
+                v.clear()
+            for ref in references:
+                for n, a in actions.items():
+                    r = channelwise_eed(Yb[n], a, reference=ref)
+                    parts[(ref, n)].append((r.per_pair, r.meta, xb.shape[0]))
+            for n in latents:
+                small[n].append(Yb[n])
+            small[OUTPUT].append(_join(outs).reshape(n_el, xb.shape[0], *outs[0].shape[1:]))
+            del Yb, outs, flat
+    Y = {n: torch.cat(v, dim=1) for n, v in small.items()}
+    ref_pts: dict[str, torch.Tensor | None] = dict.fromkeys(latents)
+    if latents and reference_points is not None:
+        ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
+    report = Report(group.name)
+    for ref in references:
+        sfx = "" if ref == "orbit" else "@input"
+        for n in actions:
+            report.results[("channelwise" + sfx, n)] = _joined_channelwise(parts[(ref, n)])
+        for lat in latents:
+            for dist in ("l2", "cosine"):
+                r = latent_eed(Y[lat], group, dist, normalise=True, reference_points=ref_pts[lat], reference=ref)
+                report.results[(f"latent_{dist}" + sfx, lat)] = r
+            report.results[("latent_cosine_unnormalised" + sfx, lat)] = latent_eed(
+                Y[lat], group, "cosine", normalise=False, reference=ref
+            )
+        if logits:
+            report.results[("softmax" + sfx, OUTPUT)] = softmax_eed(Y[OUTPUT], group, reference=ref)
+    if logits:
+        report.results[("DI", OUTPUT)] = prediction_invariance_error(Y[OUTPUT], group)
+        report.results[("LI", OUTPUT)] = logit_invariance_error(Y[OUTPUT], group)
+    return report
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _joined_channelwise(parts: list) -> EEDResult:
+    """One channelwise result from the results of sample blocks (the dead share weighted by block size)."""
+    per_pair = np.concatenate([p for p, _, _ in parts], axis=0)
+    weights = np.array([b for _, _, b in parts], dtype=np.float64)
+    meta = dict(parts[0][1])
+    meta["dead_fraction"] = float(np.dot([m["dead_fraction"] for _, m, _ in parts], weights) / weights.sum())
+    return EEDResult("channelwise", per_pair, meta=meta)
+
+
+def auto_chunk_size(model: nn.Module, probe: torch.Tensor, layers: Sequence[str], budget: int = 256 * 2**20) -> int:
+    """Orbit inputs per forward chunk: as many as keep the captured feature maps of one chunk within
+    ``budget`` bytes (measured on one probe input), at most 64 on a CPU (where smaller batches are
+    faster) and 512 on a GPU."""
+    cap = 512 if probe.device.type == "cuda" else 64
+    if not layers:
+        return cap
+    out = forward_outputs(model, probe, layers, chunk_size=1)
+    per_input = sum(t.numel() * t.element_size() for n, t in out.items() if n != OUTPUT)
+    return int(max(1, min(cap, budget // max(per_input, 1))))
+
+
+def evaluate_reference(
+    model: nn.Module,
+    x: torch.Tensor,
+    group: Group | str,
+    channelwise: Mapping[str, Action] | None = None,
+    latent: str | Sequence[str] | None = None,
+    logits: bool = True,
+    reference_points: torch.Tensor | None = None,
+    references: Sequence[str] = ("orbit",),
     chunk_size: int = 512,
     dtype: torch.dtype | None = None,
 ) -> Report:
-    """All G-EED variants from one batched orbit pass.
+    """The whole-orbit path of :func:`evaluate`, kept as its reference: every requested layer's
+    outputs for all |G| x N orbit inputs are held at once. Same arguments and results.
 
     ``channelwise`` maps module names of feature-map layers to their actions (``None`` values
     mean the plain spatial action; see :func:`geed.metrics.channelwise_eed` for dead channels,

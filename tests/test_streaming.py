@@ -1,0 +1,54 @@
+"""Streaming evaluation gives the values of the whole-orbit reference path, at any chunk size."""
+import numpy as np
+import pytest
+import torch
+
+import geed
+from geed.models import build_model
+from geed.orbit import auto_chunk_size, evaluate_reference
+
+
+def _same(a, b, tol):
+    sa, sb = a.summary().set_index(["metric", "layer"]), b.summary().set_index(["metric", "layer"])
+    assert list(sa.index) == list(sb.index)
+    for col in ("value", "M", "dead_fraction"):
+        if col in sa:
+            x, y = sa[col].to_numpy(float), sb[col].to_numpy(float)
+            assert np.allclose(x, y, atol=tol, rtol=tol, equal_nan=True), (col, x, y)
+    for key, r in a.results.items():
+        assert np.allclose(r.per_pair, b.results[key].per_pair, atol=tol, rtol=tol, equal_nan=True), key
+
+
+@pytest.mark.parametrize("family, chunk", [("cnn-tiny", 1), ("cnn-tiny", 20), ("c8cnn-tiny", 12), ("c8cnn-tiny", None)])
+def test_streaming_equals_the_reference_path_on_the_digit_models(family, chunk):
+    from geed.data import rotated_digits
+
+    model = build_model(family, seed=0).eval()
+    x = rotated_digits("test").subset(7, seed=0).x
+    g = geed.get_group("C8", mask=True)
+    kw = dict(channelwise=model.layer_actions(g), latent="latent", references=("orbit", "input"), dtype=torch.float64)
+    _same(geed.evaluate(model, x, g, chunk_size=chunk, **kw), evaluate_reference(model, x, g, **kw), 1e-9)
+
+
+def test_streaming_equals_the_reference_path_on_resnet18_under_d4():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(5, 3, 32, 32)
+    g = geed.get_group("D4")
+    kw = dict(channelwise={n: None for n in ("layer1", "layer2", "layer3", "layer4")}, latent="avgpool",
+              reference_points=torch.rand(6, 3, 32, 32))
+    _same(geed.evaluate(model, x, g, chunk_size=16, **kw), evaluate_reference(model, x, g, **kw), 2e-5)
+
+
+def test_the_automatic_chunk_follows_the_memory_budget():
+    model = build_model("cnn-tiny", seed=0).eval()
+    x = torch.rand(1, 1, 29, 29)
+    assert auto_chunk_size(model, x, []) == 64
+    assert auto_chunk_size(model, x, ["block1"]) == 64
+    one = auto_chunk_size(model, x, ["block1"], budget=1)
+    assert one == 1
+    per_input = model.block1(model.input_mask(x)).numel() * 4
+    assert auto_chunk_size(model, x, ["block1"], budget=10 * per_input) == 10
+    with pytest.raises(ValueError, match="chunk_size must be positive"):
+        geed.evaluate(model, x, "C4", chunk_size=0)

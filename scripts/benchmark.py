@@ -1,75 +1,148 @@
-"""Cost of computing every G-EED variant, as a ratio to the bare batched forward passes.
+"""Cost of measuring: time as a ratio to the bare forward passes, and peak memory against N.
 
-For a conventional CNN and a C8 steerable CNN (default widths), on N rotated digits under C8:
+Time. For each model, group and N: *bare* is the model's forward pass over the |G| x N orbit
+inputs in the same chunks, no hooks (building the orbit included); *full* is ``geed.evaluate`` with
+channelwise G-EED at every listed feature-map layer, latent (l2, cosine, cosine unnormalised),
+softmax, DI and LI. Both use the chunk that ``geed.evaluate`` chooses. Rounds are interleaved in
+one process and the ratio is the median over rounds of full / bare of the same round (the
+machines are noisy).
 
-* bare: the model's forward pass over the |D| x |G| orbit inputs, in the same chunks, no hooks;
-* full: ``geed.evaluate`` with channelwise G-EED after all six blocks, latent (l2, cosine, cosine
-  unnormalised), softmax, DI and LI -- building the orbit included.
+Memory. For each N, a fresh subprocess runs ``geed.evaluate`` once and reports its peak resident
+memory above the memory after loading the model; with streaming it should not grow with N.
 
-Timings are medians of interleaved repeats in one process (the machines are noisy). The result is
-written between the benchmark markers of README.md.
+    python scripts/benchmark.py [--repeats 7] [--quick] [--no-readme]
 
-    python scripts/benchmark.py [--n 50] [--repeats 7]
+The result is written between the benchmark markers of README.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import geed
-from geed.data import rotated_digits
-from geed.models import build_model
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bare(model, x, group, chunk):
-    with torch.no_grad():
-        flat = group.orbit(x).reshape(-1, *x.shape[1:])
-        for s in range(0, flat.shape[0], chunk):
-            model(flat[s : s + chunk])
+def _setup(name: str):
+    """(model, channelwise layers, latent layer, input shape) of a benchmark model."""
+    import geed
+    from geed.models import build_model
+
+    if name in ("cnn", "c8cnn"):
+        model = build_model(name, seed=0).eval()
+        return model, None, model.latent_layer, (1, 29, 29)
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    return model, ("layer1", "layer2", "layer3", "layer4"), "avgpool", (3, 64, 64)
 
 
-def _full(model, x, group, chunk):
-    geed.evaluate(model, x, group, channelwise=model.layer_actions(group), latent=model.latent_layer, chunk_size=chunk)
+def _inputs(name: str, shape, n: int) -> torch.Tensor:
+    if name in ("cnn", "c8cnn"):
+        from geed.data import rotated_digits
+
+        return rotated_digits("test").subset(n, seed=0).x
+    return torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
 
 
-def measure(n: int, repeats: int, chunk: int = 400) -> list[dict]:
-    x = rotated_digits("test").subset(n).x
-    group = geed.get_group("C8", mask=True)
-    rows = []
-    for family in ("cnn", "c8cnn"):
-        model = build_model(family, seed=0).eval()
-        _bare(model, x, group, chunk)
-        _full(model, x, group, chunk)  # warm-up
-        bare, full = [], []
-        for _ in range(repeats):
-            t = time.perf_counter(); _bare(model, x, group, chunk); bare.append(time.perf_counter() - t)
-            t = time.perf_counter(); _full(model, x, group, chunk); full.append(time.perf_counter() - t)
-        b, f = statistics.median(bare), statistics.median(full)
-        rows.append({"model": family, "bare_s": b, "full_s": f, "ratio": f / b})
-    return rows
+def _channelwise(model, layers, group):
+    return model.layer_actions(group) if layers is None else {n: None for n in layers}
+
+
+def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
+    import geed
+    from geed.orbit import auto_chunk_size
+
+    model, layers, latent, shape = _setup(name)
+    group = geed.get_group(group_name, mask=name in ("cnn", "c8cnn"))
+    x = _inputs(name, shape, n)
+    cw = _channelwise(model, layers, group)
+    chunk = auto_chunk_size(model, x[:1], list(cw))
+
+    def bare():
+        with torch.no_grad():
+            flat = group.orbit(x).reshape(-1, *x.shape[1:])
+            for s in range(0, flat.shape[0], chunk):
+                model(flat[s : s + chunk])
+
+    def full():
+        geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
+
+    bare(), full()  # warm-up
+    ratios, b_s, f_s = [], [], []
+    for _ in range(repeats):
+        t = time.perf_counter(); bare(); b = time.perf_counter() - t
+        t = time.perf_counter(); full(); f = time.perf_counter() - t
+        ratios.append(f / b), b_s.append(b), f_s.append(f)
+    return {"model": name, "group": group_name, "n": n, "chunk": chunk, "bare_s": statistics.median(b_s),
+            "full_s": statistics.median(f_s), "ratio": statistics.median(ratios)}
+
+
+def _peak_child(name: str, group_name: str, n: int) -> None:
+    """Run in a subprocess: print the peak resident memory of one evaluation above the baseline."""
+    import resource
+
+    import geed
+
+    model, layers, latent, shape = _setup(name)
+    group = geed.get_group(group_name, mask=name in ("cnn", "c8cnn"))
+    x = _inputs(name, shape, n)
+    cw = _channelwise(model, layers, group)
+    geed.evaluate(model, x[:2], group, channelwise=cw, latent=latent)  # warm-up: allocator and kernels
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    geed.evaluate(model, x, group, channelwise=cw, latent=latent)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"above_mb": (peak - base) / 1024, "peak_mb": peak / 1024}))
+
+
+def peak_memory(name: str, group_name: str, n: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", name, group_name, str(n)], capture_output=True, text=True, check=True)
+    return {"model": name, "group": group_name, "n": n, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+CONFIGS = [("cnn", "C8", (16, 256, 1024)), ("c8cnn", "C8", (16, 256, 1024)), ("resnet18", "C8", (16, 256)),
+           ("resnet18", "D4", (16, 256)), ("resnet50", "C4", (16, 64))]
+QUICK = [("cnn", "C8", (16, 64)), ("c8cnn", "C8", (16, 64)), ("resnet18", "D4", (16,))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="fewer, smaller configurations")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rows = measure(args.n, args.repeats)
+    if args.child:
+        _peak_child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    configs = QUICK if args.quick else CONFIGS
+    rows = []
+    for name, g, ns in configs:
+        for n in ns:
+            rows.append(time_ratio(name, g, n, args.repeats))
+            print(rows[-1], flush=True)
+    mem = [peak_memory(name, g, n) for name, g in (("resnet18", "C8"), ("c8cnn", "C8")) for n in (64, 1024)]
+    for m in mem:
+        print(m, flush=True)
     device = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    lines = [f"Measured on {device}: {args.n} digits x 8 rotations (C8, masked), default widths, "
-             f"median of {args.repeats} interleaved repeats.", "",
-             "| model | bare forward passes (s) | all G-EED variants (s) | ratio |", "| --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['bare_s']:.3f} | {r['full_s']:.3f} | {r['ratio']:.2f}x |")
+    lines = [f"Measured on {device}; medians over {args.repeats} interleaved rounds of the ratio within each round. "
+             "Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, channelwise at layer1-4, "
+             "latent at avgpool. Command: `python scripts/benchmark.py`.", "",
+             "| model | group | N | chunk | bare forward passes (s) | all G-EED variants (s) | ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {r['bare_s']:.3f} | {r['full_s']:.3f} | {r['ratio']:.2f}x |" for r in rows]
+    lines += ["", "Peak resident memory of one evaluation above the memory after a warm-up (a subprocess per row):", "",
+              "| model | group | N | above baseline (MB) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {m['model']} | {m['group']} | {m['n']} | {m['above_mb']:.0f} |" for m in mem]
     text = "\n".join(lines)
     print(text)
     if not args.no_readme:

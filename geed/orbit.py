@@ -26,6 +26,7 @@ from .metrics import (
     channelwise_eed,
     latent_eed,
     logit_invariance_error,
+    mean_pairwise,
     prediction_invariance_error,
     softmax_eed,
 )
@@ -270,9 +271,10 @@ def evaluate(
     Memory does not grow with the feature maps of N samples: the samples are taken in blocks whose
     whole orbit is one forward chunk (``chunk_size`` orbit inputs; by default as many as fit
     ``memory_budget`` bytes of captured feature maps, at most 64 on a CPU and 512 on a GPU); each
-    block's feature maps are reduced to per-(sample, element) values and freed before the next block.
-    Only the latent vectors and logits of the whole orbit are kept (small), so every value is the
-    same as :func:`evaluate_reference`'s. The model is measured in evaluation mode and left as it was.
+    block's outputs are reduced to per-(sample, element) values of every metric and freed before the
+    next block. Only the untransformed latent vectors f(x) are kept (the normaliser M needs them all
+    when no ``reference_points`` are given), so memory does not grow with N beyond N latent vectors,
+    and every value is the same as :func:`evaluate_reference`'s. The model is measured in evaluation mode and left as it was.
     """
     group = get_group(group)
     check_inputs(x, group)
@@ -289,63 +291,95 @@ def evaluate(
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
     model, x = _prepare(model, x, dtype, None)
     hidden = [n for n in actions if n not in latents]
+    n_el, N = len(group), x.shape[0]
     if chunk_size is None:
         chunk_size = auto_chunk_size(model, x[:1], hidden, memory_budget)
-    n_el, N = len(group), x.shape[0]
     block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
-    parts: dict[tuple[str, str], list] = {(ref, n): [] for ref in references for n in actions}
-    small: dict[str, list[torch.Tensor]] = {n: [] for n in latents + [OUTPUT]}
+    parts: dict[tuple, list] = {}  # (metric, layer) -> per-block results
+    identity: dict[str, list[torch.Tensor]] = {n: [] for n in latents}  # f(x) of latent layers: M needs them all
+
+    def add(key, result: EEDResult, size: int) -> None:
+        parts.setdefault(key, []).append((result, size))
+
     with torch.no_grad(), _capture(model, list(dict.fromkeys(hidden + latents))) as store, _measuring(model):
         for start in range(0, N, block):
             xb = x[start : start + block]
+            b = xb.shape[0]
             flat = group.orbit(xb).reshape(-1, *x.shape[1:])
             outs = [_tensor_of(model(flat[c : c + chunk_size])).detach() for c in range(0, flat.shape[0], chunk_size)]
-            Yb = {n: _join(v).reshape(n_el, xb.shape[0], *v[0].shape[1:]) for n, v in store.items()}
+            Yb = {n: _join(v).reshape(n_el, b, *v[0].shape[1:]) for n, v in store.items()}
             for v in store.values():
                 v.clear()
+            logits_b = _join(outs).reshape(n_el, b, *outs[0].shape[1:])
             for ref in references:
+                sfx = "" if ref == "orbit" else "@input"
                 for n, a in actions.items():
-                    r = channelwise_eed(Yb[n], a, reference=ref)
-                    parts[(ref, n)].append((r.per_pair, r.meta, xb.shape[0]))
-            for n in latents:
-                small[n].append(Yb[n])
-            small[OUTPUT].append(_join(outs).reshape(n_el, xb.shape[0], *outs[0].shape[1:]))
-            del Yb, outs, flat
-    Y = {n: torch.cat(v, dim=1) for n, v in small.items()}
-    ref_pts: dict[str, torch.Tensor | None] = dict.fromkeys(latents)
+                    add(("channelwise" + sfx, n), channelwise_eed(Yb[n], a, reference=ref), b)
+                for lat in latents:
+                    for dist in ("l2", "cosine"):
+                        add((f"latent_{dist}" + sfx, lat), latent_eed(Yb[lat], group, dist, normalise=False, reference=ref), b)
+                if logits:
+                    add(("softmax" + sfx, OUTPUT), softmax_eed(logits_b, group, reference=ref), b)
+            if logits:
+                add(("DI", OUTPUT), prediction_invariance_error(logits_b, group), b)
+                add(("LI", OUTPUT), logit_invariance_error(logits_b, group), b)
+            for lat in latents:
+                identity[lat].append(Yb[lat][0].clone())
+            del Yb, outs, flat, logits_b
+    ref_pts: dict[str, torch.Tensor] = {lat: torch.cat(v) for lat, v in identity.items()}
     if latents and reference_points is not None:
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     report = Report(group.name)
     for ref in references:
         sfx = "" if ref == "orbit" else "@input"
         for n in actions:
-            report.results[("channelwise" + sfx, n)] = _joined_channelwise(parts[(ref, n)])
+            report.results[("channelwise" + sfx, n)] = _joined(parts[("channelwise" + sfx, n)])
         for lat in latents:
             for dist in ("l2", "cosine"):
-                r = latent_eed(Y[lat], group, dist, normalise=True, reference_points=ref_pts[lat], reference=ref)
-                report.results[(f"latent_{dist}" + sfx, lat)] = r
-            report.results[("latent_cosine_unnormalised" + sfx, lat)] = latent_eed(
-                Y[lat], group, "cosine", normalise=False, reference=ref
-            )
+                raw = _joined(parts[(f"latent_{dist}" + sfx, lat)])
+                report.results[(f"latent_{dist}" + sfx, lat)] = _normalised(raw, ref_pts[lat], dist)
+            report.results[("latent_cosine_unnormalised" + sfx, lat)] = _joined(parts[("latent_cosine" + sfx, lat)])
         if logits:
-            report.results[("softmax" + sfx, OUTPUT)] = softmax_eed(Y[OUTPUT], group, reference=ref)
+            report.results[("softmax" + sfx, OUTPUT)] = _joined(parts[("softmax" + sfx, OUTPUT)])
     if logits:
-        report.results[("DI", OUTPUT)] = prediction_invariance_error(Y[OUTPUT], group)
-        report.results[("LI", OUTPUT)] = logit_invariance_error(Y[OUTPUT], group)
+        report.results[("DI", OUTPUT)] = _joined(parts[("DI", OUTPUT)])
+        report.results[("LI", OUTPUT)] = _joined(parts[("LI", OUTPUT)])
     return report
+
+
+def _joined(parts: list) -> EEDResult:
+    """One result from the results of sample blocks: per-pair values stacked, the dead-channel share
+    weighted by block size, other metadata as in the first block."""
+    first = parts[0][0]
+    per_pair = np.concatenate([r.per_pair for r, _ in parts], axis=0)
+    meta = dict(first.meta)
+    if "dead_fraction" in meta:
+        weights = np.array([b for _, b in parts], dtype=np.float64)
+        meta["dead_fraction"] = float(np.dot([r.meta["dead_fraction"] for r, _ in parts], weights) / weights.sum())
+    return EEDResult(first.name, per_pair, normaliser=first.normaliser, meta=meta)
+
+
+def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResult:
+    """Latent G-EED divided by M over ``points``, as :func:`geed.metrics.latent_eed` does."""
+    M = mean_pairwise(points, distance)
+    if M <= 0:
+        raise ValueError(
+            f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "
+            f"reference points) is {M:.3g} <= 0: the normalised metric is undefined; use normalise=False"
+        )
+    meta = dict(raw.meta)
+    meta["M"] = M
+    return EEDResult(raw.name + "_normalised", raw.per_pair, normaliser=M, meta=meta)
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _joined_channelwise(parts: list) -> EEDResult:
-    """One channelwise result from the results of sample blocks (the dead share weighted by block size)."""
-    per_pair = np.concatenate([p for p, _, _ in parts], axis=0)
-    weights = np.array([b for _, _, b in parts], dtype=np.float64)
-    meta = dict(parts[0][1])
-    meta["dead_fraction"] = float(np.dot([m["dead_fraction"] for _, m, _ in parts], weights) / weights.sum())
-    return EEDResult("channelwise", per_pair, meta=meta)
+def _per_input_bytes(model: nn.Module, probe: torch.Tensor, layers: Sequence[str]) -> int:
+    """Bytes of the captured outputs (``layers``, ``"output"`` for the model output) of one input."""
+    out = forward_outputs(model, probe, [n for n in layers if n != OUTPUT], chunk_size=1)
+    return sum(t.numel() * t.element_size() for n, t in out.items() if n in layers)
 
 
 def auto_chunk_size(model: nn.Module, probe: torch.Tensor, layers: Sequence[str], budget: int = 256 * 2**20) -> int:
@@ -355,8 +389,7 @@ def auto_chunk_size(model: nn.Module, probe: torch.Tensor, layers: Sequence[str]
     cap = 512 if probe.device.type == "cuda" else 64
     if not layers:
         return cap
-    out = forward_outputs(model, probe, layers, chunk_size=1)
-    per_input = sum(t.numel() * t.element_size() for n, t in out.items() if n != OUTPUT)
+    per_input = _per_input_bytes(model, probe, list(layers))
     return int(max(1, min(cap, budget // max(per_input, 1))))
 
 

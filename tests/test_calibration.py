@@ -168,3 +168,13 @@ def test_latent_dimension_check_uses_the_wider_readout_of_the_cnn_only():
     assert list(check["id"]) == list(rd.LATENT_CLAIMS)
     row = check.set_index("id").loc["4.1-9"]
     assert row["CNN 8x wider"] == C.FAILS and not row["agree"]  # the wider CNN readout is far less cosine-invariant
+
+
+def test_the_over_training_baseline_does_not_depend_on_the_checkpoint_spacing():
+    from geed.claims import baseline_step
+
+    assert baseline_step(range(0, 1501, 250)) == 250  # default: as before
+    assert baseline_step(range(0, 2001, 40)) == 320  # paper spacing: one sixth of 2,000 is 333 -> 320
+    assert baseline_step(range(0, 2001, 500)) == 500
+    assert baseline_step([0, 10, 20]) == 10 and baseline_step([0, 20, 40]) == 20
+    assert baseline_step([0]) == 0

@@ -123,7 +123,8 @@ def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame, stand_in: dict[str, st
     """Verdicts on the claims of Section 4.3 (per architecture), from the tracking table and the accuracies.
 
     Initialisations are compared with Welch's t across models at the last checkpoint; changes over
-    training with paired t (each model's first checkpoint after step 0 against its last).
+    training with paired t (each model's checkpoint nearest to ``claims.BASELINE_FRACTION`` of training,
+    never step 0, against its last).
     ``stand_in`` maps an architecture to a description of its "pretrained" weights when they stand in
     for ImageNet weights: its claims about pretraining are then *not tested* (the stand-in lacks the
     ImageNet features the claims are about), and the figures say what the rule gives on the stand-in."""
@@ -132,7 +133,7 @@ def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame, stand_in: dict[str, st
     stand_in = stand_in or {}
     archs = list(dict.fromkeys(tr["arch"]))
     steps = sorted(tr["step"].unique())
-    first = steps[1] if len(steps) > 1 else steps[0]
+    first = C.baseline_step(steps)
     last = steps[-1]
     fin = tr[tr.step == last]
     out = []

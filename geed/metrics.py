@@ -249,11 +249,28 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     compared maps is left out of that pair's mean over channels; ``meta["dead_fraction"]`` is the
     share of (sample, element, channel) comparisons left out, and belongs beside the value: a
     layer with many dead channels is measured on fewer channels."""
-    out, targets = _pairs(Y, action, reference)
-    cos = _channel_cosines(out, targets)  # (|G| N, C), NaN where both maps are zero
-    dead = torch.isnan(cos)
-    per_pair = _per_pair(-torch.nanmean(cos, dim=1), action.group)
-    meta = {"group": action.group.name, "reference": reference, "dead_fraction": float(dead.double().mean())}
+    group = action.group
+    _check_orbit(Y, group)
+    if reference == "orbit":
+        ref = orbit_mean(Y, action)
+    elif reference == "input":
+        ref = Y[0]
+    else:
+        raise ValueError(f"reference must be 'orbit' or 'input'; got {reference!r}")
+    region = action.region(Y[0])
+    # one group element at a time: no stacked copy of the targets (the values are those of the
+    # batched form row for row; per-pair scales and conventions are per (sample, element) anyway)
+    columns, dead, total = [], 0, 0
+    for i in range(len(group)):
+        out, target = Y[i], action.act(ref, i)
+        if region is not None:
+            out, target = out * region, target * region
+        cos = _channel_cosines(out, target)  # (N, C), NaN where both maps are zero
+        nan = torch.isnan(cos)
+        dead, total = dead + int(nan.sum()), total + nan.numel()
+        columns.append(-torch.nanmean(cos, dim=1))
+    per_pair = torch.stack(columns, dim=1).detach().double().cpu().numpy()
+    meta = {"group": group.name, "reference": reference, "dead_fraction": dead / max(total, 1)}
     return EEDResult("channelwise", per_pair, meta=meta)
 
 

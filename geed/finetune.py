@@ -194,6 +194,16 @@ def _objective(config: FitConfig, model: ZooModel) -> Objective:
 
 
 # ----------------------------------------------------------------------------- the loop
+def _slim(path: Path) -> None:
+    """Reduce a checkpoint to what measuring needs (the kept model and its step), if not done yet."""
+    try:
+        state = read_checkpoint(path)
+    except RuntimeError:
+        return  # an unreadable checkpoint is found and retrained when the run is reused
+    if set(state) <= {"kept", "step"}:
+        return
+    _save({"kept": state["kept"], "step": state["step"]}, path)
+
 def load_fitted(config: FitConfig, path: Path) -> ZooModel:
     model = build_zoo_model(config.arch, get_task(config.task, config.size).n_classes)
     state = read_checkpoint(path)
@@ -227,8 +237,13 @@ def fit(config: FitConfig, directory: str | os.PathLike, init_body: Callable[[Zo
     gen = torch.Generator().manual_seed(20_000 + config.seed)
 
     def snapshot(it: int) -> None:
+        """The full state (what resuming needs) in the newest checkpoint only; the earlier recorded
+        checkpoints keep the measured model alone, which bounds the disk a run takes."""
         _save({"model": cpu_state(model), "objective": cpu_state(objective), "optimizer": cpu_state(opt),
                "generator": gen.get_state(), "rng": rng_states(), "kept": cpu_state(objective.kept(model)), "step": it}, ckpt[it])
+        earlier = [s for s in steps if s < it]
+        if earlier and ckpt[earlier[-1]].exists():
+            _slim(ckpt[earlier[-1]])
 
     start, state = _latest(directory, steps)
     if state is not None:

@@ -204,10 +204,14 @@ def _latest(directory: Path, steps: list[int]) -> tuple[int, dict | None]:
         p = directory / f"step{step:06d}.pt"
         if p.exists():
             try:
-                return step, torch.load(p, map_location="cpu", weights_only=False)
+                state = torch.load(p, map_location="cpu", weights_only=False)
             except Exception as exc:
                 warnings.warn(f"checkpoint {p} is unreadable ({type(exc).__name__}); ignoring it and resuming from an earlier one")
                 p.unlink(missing_ok=True)
+                continue
+            if "optimizer" not in state:  # a measurement-only checkpoint: training cannot resume from it
+                return -1, None
+            return step, state
     return -1, None
 
 

@@ -164,15 +164,25 @@ def test_fit_on_cuda_saves_checkpoints_that_load_on_the_cpu(tmp_path, objective)
     assert all(p.device.type == "cpu" for p in res.model().parameters())
 
 
-def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path):
+def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, capsys):
+    import geed.finetune as F
+
     cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=4, record_every=2, batch_size=4)
     full = fit(cfg, tmp_path / "a", progress=False)
-    fit(cfg, tmp_path / "b", progress=False)
-    folder = tmp_path / "b" / cfg.name()
-    (folder / "step000004.pt").unlink()
-    (folder / "result.json").unlink()
+    real_save = F._save
+
+    def crash_at_step_4(state, path):
+        if path.name == "step000004.pt":
+            raise KeyboardInterrupt("interrupted")
+        real_save(state, path)
+
+    monkeypatch.setattr(F, "_save", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(F, "_save", real_save)
     torch.manual_seed(12345)  # whatever the global generator holds when the run resumes
-    resumed = fit(cfg, tmp_path / "b", progress=False)
+    resumed = fit(cfg, tmp_path / "b", progress=True)
+    assert "resuming from step 2" in capsys.readouterr().out
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -186,3 +196,34 @@ def test_the_papers_published_models_are_judged_when_measured():
     published = ours.assign(model=ours["model"].map(names))
     v = _verdicts44(pd.concat([ours, published]))
     assert v["4.4-1-published"] == v["4.4-2-published"] == C.HOLDS and v["4.4-3-published"] == C.FAILS
+
+
+def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
+    cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
+    res = fit(cfg, tmp_path, progress=False)
+    states = {s: torch.load(p, weights_only=False) for s, p in res.checkpoints.items()}
+    assert set(states[6]) >= {"model", "optimizer", "generator", "kept"}
+    assert all(set(states[s]) == {"kept", "step"} for s in (0, 2, 4))
+    assert all(torch.equal(res.model(s).state_dict()[k], v) for s in (0, 6) for k, v in res.model(s).state_dict().items())
+
+
+def test_a_run_interrupted_between_checkpoints_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    import geed.finetune as F
+
+    cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
+    full = fit(cfg, tmp_path / "a", progress=False)
+    real_save = F._save
+
+    def crash_at_step_6(state, path):
+        if path.name == "step000006.pt":
+            raise KeyboardInterrupt("interrupted")
+        real_save(state, path)
+
+    monkeypatch.setattr(F, "_save", crash_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(F, "_save", real_save)
+    resumed = fit(cfg, tmp_path / "b", progress=True)
+    assert "resuming from step 4" in capsys.readouterr().out
+    a, b = full.model().state_dict(), resumed.model().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import geed
+from geed.testing import assert_equivariant, equivariance_error
 from geed.metrics import channelwise_eed
 from geed.models import ConvNet, GaussianPool2d, SteerableCNN, available_models, build_model
 from tests.conftest import smooth_images
@@ -43,11 +44,7 @@ def test_every_registered_model_with_a_spatial_action_reads_minus_one_when_exact
         assert isinstance(model, SteerableCNN)
     model = model.eval()  # measured in float64 on a copy (e2cnn models are not converted in place)
     g = geed.get_group("C4", mask=mask)
-    rep = geed.evaluate(model, smooth_images(6), g, channelwise=model.layer_actions(g), latent=model.latent_layer,
-                        dtype=torch.float64)
-    for b in model.blocks:
-        assert rep[("channelwise", b)].value == pytest.approx(-1.0, abs=1e-6), (name, b)
-    assert rep[("latent_l2", model.latent_layer)].value < 1e-6
+    assert_equivariant(model, smooth_images(6), g, model.layer_actions(g), invariant=[model.latent_layer], dtype=torch.float64, atol=1e-6)
 
 
 def test_off_centre_pooling_breaks_the_known_answer():
@@ -148,3 +145,14 @@ def test_channelwise_on_a_resnet_agrees_with_a_plain_loop():
     # the previous convention (both-zero channels score a cosine of 1) reads more equivariant
     old, _ = _plain_loop_channelwise(Y, g, both_zero=1.0)
     assert old < ours.value - 1e-3
+
+
+def test_assert_equivariant_names_every_layer_that_is_off():
+    model = build_model("cnn-tiny", seed=0).eval()  # random filters: not equivariant
+    g = geed.get_group("C4")
+    errors = equivariance_error(model, smooth_images(3), g, model.layer_actions(g), dtype=torch.float64)
+    assert all(e > 1e-3 for e in errors.values())
+    with pytest.raises(AssertionError, match=r"not C4-equivariant to 1e-09 \(torch.float64\): block1: .*block6"):
+        assert_equivariant(model, smooth_images(3), g, model.layer_actions(g), dtype=torch.float64)
+    c4_symmetrised(model)
+    assert max(assert_equivariant(model, smooth_images(3), g, model.layer_actions(g), dtype=torch.float64, atol=1e-6).values()) < 1e-6

@@ -322,7 +322,8 @@ def glance(root: Path | None = None) -> str:
     lines = ["## Results at a glance", ""]
     if issues:
         lines += ["```{warning}", "These results do not come from one consistent build:", ""] + [f"* {i}" for i in issues] + ["```", ""]
-    profiles = sorted({claims.run_meta(c).get("profile", "unknown") for c in names if claims.run_meta(c)})
+    metas = {c: claims.run_meta(c) for c in names}
+    profiles = sorted({m.get("profile", "unknown") for m in metas.values() if m})
     if ledger.empty:
         return "\n".join(lines + ["No chapter has been executed yet: run `python -m geed.book build`.", ""])
     lines += [f"Executed under the profile {', '.join(f'`{p}`' for p in profiles)}; every verdict is computed from the "
@@ -334,10 +335,8 @@ def glance(root: Path | None = None) -> str:
         if rows.empty:
             continue
         counts = [str(int((rows.verdict == s).sum())) for s in claims.STATUSES]
-        path = paths.claims_dir() / f"{c}.json"
-        entries = list(claims._read(path)["claims"].values())
-        key = next((e for e in entries if e.get("key")), entries[0])
-        figures = key.get("figures", "")
+        key = rows[rows.key].iloc[0] if rows.key.any() else rows.iloc[0]
+        figures = key["figures"] or ""
         figures = figures if len(figures) <= 160 else figures[:157] + "..."
         headline = f"{key['id']}: {key['claim']} **{key['verdict']}** ({figures})"
         headline = _html.escape(headline, quote=False).replace("|", "\\|")

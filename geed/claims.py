@@ -408,7 +408,7 @@ def reset(chapter: str) -> None:
     (paths.staging_claims_dir() / f"{chapter}.json").unlink(missing_ok=True)
 
 
-COLUMNS = ["chapter", "id", "source", "claim", "verdict", "figures", "rule", "spec", "history", "note"]
+COLUMNS = ["chapter", "id", "source", "claim", "verdict", "figures", "rule", "spec", "history", "note", "key"]
 
 
 def load_all(chapters: Sequence[str] | None = None, directory: Path | None = None):
@@ -425,6 +425,7 @@ def load_all(chapters: Sequence[str] | None = None, directory: Path | None = Non
             rows.extend(_read(f)["claims"].values())
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["history"] = df["history"].astype(object).where(df["history"].notna(), "")
+    df["key"] = df["key"].astype(object).where(df["key"].notna(), False).astype(bool)  # files from before the headline mark
     return df
 
 

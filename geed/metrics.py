@@ -203,16 +203,20 @@ def orbit_mean(Y: torch.Tensor, action: Action) -> torch.Tensor:
     return base + (Y[ker] - base).mean(dim=0)
 
 
+def _reference(Y: torch.Tensor, action: Action, reference: Reference) -> torch.Tensor:
+    """The reference point of each sample: the orbit mean ``fhat`` or the untransformed ``f(x)``."""
+    if reference == "orbit":
+        return orbit_mean(Y, action)
+    if reference == "input":
+        return Y[0]
+    raise ValueError(f"reference must be 'orbit' or 'input'; got {reference!r}")
+
+
 def _pairs(Y: torch.Tensor, action: Action, reference: Reference) -> tuple[torch.Tensor, torch.Tensor]:
     """The compared batches ``f(g x)`` and ``g . ref(x)``, flattened to ``(|G| N, ...)`` (element-major)."""
     group = action.group
     _check_orbit(Y, group)
-    if reference == "orbit":
-        ref = orbit_mean(Y, action)
-    elif reference == "input":
-        ref = Y[0]
-    else:
-        raise ValueError(f"reference must be 'orbit' or 'input'; got {reference!r}")
+    ref = _reference(Y, action, reference)
     region = action.region(Y[0])
     targets = torch.stack([action.act(ref, i) for i in range(len(group))])  # (|G|, N, ...)
     out = Y
@@ -251,12 +255,7 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     layer with many dead channels is measured on fewer channels."""
     group = action.group
     _check_orbit(Y, group)
-    if reference == "orbit":
-        ref = orbit_mean(Y, action)
-    elif reference == "input":
-        ref = Y[0]
-    else:
-        raise ValueError(f"reference must be 'orbit' or 'input'; got {reference!r}")
+    ref = _reference(Y, action, reference)
     region = action.region(Y[0])
     # one group element at a time: no stacked copy of the targets (the values are those of the
     # batched form row for row; per-pair scales and conventions are per (sample, element) anyway)

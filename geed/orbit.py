@@ -186,11 +186,8 @@ def forward_outputs(
     with _capture(model, layers) as store, _measuring(model):
         for start in range(0, x.shape[0], chunk_size):
             outs.append(_tensor_of(model(x[start : start + chunk_size])).detach())
-    def join(parts: list[torch.Tensor]) -> torch.Tensor:
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    result = {n: join(v) for n, v in store.items()}
-    result[OUTPUT] = join(outs)
+    result = {n: _join(v) for n, v in store.items()}
+    result[OUTPUT] = _join(outs)
     return result
 
 
@@ -276,17 +273,7 @@ def evaluate(
     when no ``reference_points`` are given), so memory does not grow with N beyond N latent vectors,
     and every value is the same as :func:`evaluate_reference`'s. The model is measured in evaluation mode and left as it was.
     """
-    group = get_group(group)
-    check_inputs(x, group)
-    for ref in references:
-        if ref not in ("orbit", "input"):
-            raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
-    actions = {n: (a if a is not None else SpatialAction(group)) for n, a in (channelwise or {}).items()}
-    for n, a in actions.items():
-        if a.group.order != group.order or a.group.name != group.name:
-            raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
-    latents = [latent] if isinstance(latent, str) else list(latent or [])
-    check_layers(model, list(actions) + latents)  # before any work
+    group, actions, latents = _requests(model, x, group, channelwise, latent, references)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
     model, x = _prepare(model, x, dtype, None)
@@ -335,10 +322,10 @@ def evaluate(
         for n in actions:
             report.results[("channelwise" + sfx, n)] = _joined(parts[("channelwise" + sfx, n)])
         for lat in latents:
+            raw = {dist: _joined(parts[(f"latent_{dist}" + sfx, lat)]) for dist in ("l2", "cosine")}
             for dist in ("l2", "cosine"):
-                raw = _joined(parts[(f"latent_{dist}" + sfx, lat)])
-                report.results[(f"latent_{dist}" + sfx, lat)] = _normalised(raw, ref_pts[lat], dist)
-            report.results[("latent_cosine_unnormalised" + sfx, lat)] = _joined(parts[("latent_cosine" + sfx, lat)])
+                report.results[(f"latent_{dist}" + sfx, lat)] = _normalised(raw[dist], ref_pts[lat], dist)
+            report.results[("latent_cosine_unnormalised" + sfx, lat)] = raw["cosine"]
         if logits:
             report.results[("softmax" + sfx, OUTPUT)] = _joined(parts[("softmax" + sfx, OUTPUT)])
     if logits:
@@ -370,6 +357,24 @@ def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResul
     meta = dict(raw.meta)
     meta["M"] = M
     return EEDResult(raw.name + "_normalised", raw.per_pair, normaliser=M, meta=meta)
+
+
+def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise: Mapping[str, Action] | None,
+              latent: str | Sequence[str] | None, references: Sequence[str]) -> tuple[Group, dict[str, Action], list[str]]:
+    """The group, the action per feature-map layer and the latent layers of an evaluation, every
+    request checked before any work."""
+    group = get_group(group)
+    check_inputs(x, group)
+    for ref in references:
+        if ref not in ("orbit", "input"):
+            raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
+    actions = {n: (a if a is not None else SpatialAction(group)) for n, a in (channelwise or {}).items()}
+    for n, a in actions.items():
+        if a.group.order != group.order or a.group.name != group.name:
+            raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
+    latents = [latent] if isinstance(latent, str) else list(latent or [])
+    check_layers(model, list(actions) + latents)
+    return group, actions, latents
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -417,18 +422,8 @@ def evaluate_reference(
     ``logits=True`` adds softmax G-EED and the DI/LI errors of Moskalev et al. on the model output.
     ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
     """
-    group = get_group(group)
-    check_inputs(x, group)
-    for ref in references:
-        if ref not in ("orbit", "input"):
-            raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
-    actions = {n: (a if a is not None else SpatialAction(group)) for n, a in (channelwise or {}).items()}
-    for n, a in actions.items():
-        if a.group.order != group.order or a.group.name != group.name:
-            raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
-    latents = [latent] if isinstance(latent, str) else list(latent or [])
+    group, actions, latents = _requests(model, x, group, channelwise, latent, references)
     names = list(actions) + latents
-    check_layers(model, names)  # before any work
     Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)
     ref_pts: dict[str, torch.Tensor | None] = dict.fromkeys(latents)
     if latents and reference_points is not None:

@@ -164,22 +164,27 @@ def test_fit_on_cuda_saves_checkpoints_that_load_on_the_cpu(tmp_path, objective)
     assert all(p.device.type == "cpu" for p in res.model().parameters())
 
 
-def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, capsys):
+def _interrupt_before_saving(monkeypatch, cfg, directory, name: str) -> None:
+    """Run ``fit`` until it is about to save checkpoint ``name``, and stop it there as a crash would."""
     import geed.finetune as F
 
-    cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=4, record_every=2, batch_size=4)
-    full = fit(cfg, tmp_path / "a", progress=False)
     real_save = F._save
 
-    def crash_at_step_4(state, path):
-        if path.name == "step000004.pt":
+    def crash(state, path):
+        if path.name == name:
             raise KeyboardInterrupt("interrupted")
         real_save(state, path)
 
-    monkeypatch.setattr(F, "_save", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(F, "_save", real_save)
+    with monkeypatch.context() as m:
+        m.setattr(F, "_save", crash)
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, directory, progress=False)
+
+
+def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, capsys):
+    cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=4, record_every=2, batch_size=4)
+    full = fit(cfg, tmp_path / "a", progress=False)
+    _interrupt_before_saving(monkeypatch, cfg, tmp_path / "b", "step000004.pt")
     torch.manual_seed(12345)  # whatever the global generator holds when the run resumes
     resumed = fit(cfg, tmp_path / "b", progress=True)
     assert "resuming from step 2" in capsys.readouterr().out
@@ -208,21 +213,9 @@ def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
 
 
 def test_a_run_interrupted_between_checkpoints_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
-    import geed.finetune as F
-
     cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
     full = fit(cfg, tmp_path / "a", progress=False)
-    real_save = F._save
-
-    def crash_at_step_6(state, path):
-        if path.name == "step000006.pt":
-            raise KeyboardInterrupt("interrupted")
-        real_save(state, path)
-
-    monkeypatch.setattr(F, "_save", crash_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(F, "_save", real_save)
+    _interrupt_before_saving(monkeypatch, cfg, tmp_path / "b", "step000006.pt")
     resumed = fit(cfg, tmp_path / "b", progress=True)
     assert "resuming from step 4" in capsys.readouterr().out
     a, b = full.model().state_dict(), resumed.model().state_dict()

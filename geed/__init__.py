@@ -3,10 +3,10 @@
 Implements the G-empirical equivariance deviation (G-EED) of Kvinge et al. (2022) at any layer,
 with the invariance errors of Moskalev et al. (2023) beside it. See the README for an example.
 """
-from .actions import Action, InducedAction, SpatialAction, TrivialAction, field_type_action
-from .orbit import OUTPUT, Report, evaluate, forward_outputs, layer_names, orbit_outputs
-from .groups import CyclicGroup, DihedralGroup, Element, Group, ReflectionGroup, TranslationGroup, get_group
-from .metrics import (
+from geed.actions import Action, InducedAction, SpatialAction, TrivialAction, field_type_action
+from geed.orbit import OUTPUT, Report, evaluate, forward_outputs, layer_names, orbit_outputs
+from geed.groups import CyclicGroup, DihedralGroup, Element, Group, ReflectionGroup, TranslationGroup, get_group
+from geed.metrics import (
     EEDResult,
     channelwise_eed,
     geed,
@@ -17,7 +17,7 @@ from .metrics import (
     prediction_invariance_error,
     softmax_eed,
 )
-from .stats import bootstrap_ci, summarise, t_interval
+from geed.stats import bootstrap_ci, summarise, t_interval
 
 __version__ = "0.1.0"
 

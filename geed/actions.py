@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .groups import Element, Group
+from geed.groups import Element, Group
 
 __all__ = ["Action", "TrivialAction", "SpatialAction", "InducedAction", "field_type_action"]
 
@@ -118,7 +118,7 @@ class SpatialAction(Action):
     def region(self, y: torch.Tensor) -> torch.Tensor | None:
         if not self.group.mask:
             return None
-        from .groups import disc_mask
+        from geed.groups import disc_mask
 
         return disc_mask(y.shape[-2], y.shape[-1], like=y)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .groups import get_group
-from .metrics import geed, latent_eed, softmax_eed
-from .actions import TrivialAction, SpatialAction
+from geed.groups import get_group
+from geed.metrics import geed, latent_eed, softmax_eed
+from geed.actions import TrivialAction, SpatialAction
 
 __all__ = ["EquivariantMap", "proposition_31_example", "hand_example", "Prop31Result"]
 

@@ -21,9 +21,9 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from .actions import Action, TrivialAction
-from .groups import Group
-from .stats import bootstrap_ci
+from geed.actions import Action, TrivialAction
+from geed.groups import Group
+from geed.stats import bootstrap_ci
 
 __all__ = [
     "EEDResult",

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .actions import Action, SpatialAction
-from .groups import Group, get_group
-from .metrics import (
+from geed.actions import Action, SpatialAction
+from geed.groups import Group, get_group
+from geed.metrics import (
     EEDResult,
     channelwise_eed,
     latent_eed,

@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .actions import Action
-from .groups import Group, get_group
+from geed.actions import Action
+from geed.groups import Group, get_group
 
 __all__ = ["TOLERANCE", "equivariance_error", "assert_equivariant"]
 
@@ -27,7 +27,7 @@ def equivariance_error(model: nn.Module, x: torch.Tensor, group: Group | str, la
     """Deviation from exact equivariance per layer: ``1 + channelwise G-EED`` for each feature-map
     layer of ``layers`` (its action, or the plain spatial one), latent G-EED (l2, unnormalised) for
     each layer of ``invariant``. 0 means exact."""
-    from .orbit import evaluate
+    from geed.orbit import evaluate
 
     group = get_group(group)
     rep = evaluate(model, x, group, channelwise=dict(layers or {}), latent=list(invariant) or None, logits=False, dtype=dtype)

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _setup(name: str):
     """(model, channelwise layers, latent layer, input shape) of a benchmark model."""
     import geed
-    from geed.models import build_model
+    from geed.models import create_model
 
     if name in ("cnn", "c8cnn"):
-        model = build_model(name, seed=0).eval()
+        model = create_model(name, seed=0).eval()
         return model, None, model.latent_layer, (1, 29, 29)
     import torchvision
 
@@ -48,7 +48,7 @@ def _setup(name: str):
 
 def _inputs(name: str, shape, n: int) -> torch.Tensor:
     if name in ("cnn", "c8cnn"):
-        from geed.data import rotated_digits
+        from geed.data.digits import rotated_digits
 
         return rotated_digits("test").subset(n, seed=0).x
     return torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))

@@ -7,5 +7,5 @@ profile="${1:-default}"
 python3 -m pip install -q -r requirements.txt
 python3 -m pip install -q --no-deps --no-build-isolation -e .
 python3 -m ipykernel install --sys-prefix --name python3 >/dev/null 2>&1 || true
-python3 -m geed.book build --profile "$profile"
+python3 -m geed.report build --profile "$profile"
 echo "open _build/html/index.html"

@@ -5,11 +5,12 @@ import torch
 
 import geed
 from geed.groups import disc_mask
-from geed.models import GroupAveraged, build_model
-from geed.permutations import match_permutations, matched_action, permutation_agreement, similarity_matrix
-from geed.saliency import logit_invariance_penalty, saliency_invariance
-from geed.sensitivity import jacobian_spectral_norm, lie_derivative, perturbation_control, rotate_differentiable
-from tests.conftest import smooth_images
+from geed.models import create_model
+from geed.models.digits import GroupAveraged
+from geed.measures.permutations import match_permutations, matched_action, permutation_agreement, similarity_matrix
+from geed.measures.saliency import logit_invariance_penalty, saliency_invariance
+from geed.measures.sensitivity import jacobian_spectral_norm, lie_derivative, perturbation_control, rotate_differentiable
+from tests.helpers import smooth_images
 
 
 def _toy(seed=0):
@@ -25,7 +26,7 @@ def test_spectral_norm_of_a_linear_map_is_its_largest_singular_value():
 
 
 def test_spectral_norm_works_on_an_e2cnn_model():
-    model = build_model("c8cnn-tiny", seed=0).eval()
+    model = create_model("c8cnn-tiny", seed=0).eval()
     sigma = jacobian_spectral_norm(model, smooth_images(2, dtype=torch.float32), n_iter=5)
     assert sigma.shape == (2,) and np.all(sigma > 0)
 
@@ -55,7 +56,7 @@ def test_perturbation_control_separates_invariance_from_insensitivity():
 
 
 def test_permutation_matching_recovers_the_steerable_permutation():
-    model = build_model("c8cnn-tiny", seed=0).eval()
+    model = create_model("c8cnn-tiny", seed=0).eval()
     g = geed.get_group("C4", mask=True)
     x = smooth_images(8, dtype=torch.float32)
     Y = geed.orbit_outputs(model, x, g, model.blocks)
@@ -67,7 +68,7 @@ def test_permutation_matching_recovers_the_steerable_permutation():
 
 
 def test_matching_never_worsens_the_fit_on_the_points_it_was_fit_on():
-    model = build_model("cnn-tiny", seed=0).eval()
+    model = create_model("cnn-tiny", seed=0).eval()
     g = geed.get_group("C8", mask=True)
     Y = geed.orbit_outputs(model, smooth_images(8, dtype=torch.float32), g, ["block2"])["block2"]
     plain = geed.channelwise_eed(Y, geed.SpatialAction(g)).value
@@ -78,10 +79,10 @@ def test_matching_never_worsens_the_fit_on_the_points_it_was_fit_on():
 
 
 def test_saliency_invariance_is_one_for_weight_tied_and_lower_for_plain():
-    from geed.data import rotated_digits
+    from geed.data.digits import rotated_digits
 
     d = rotated_digits("test").subset(4)
-    cnn = build_model("cnn-tiny", seed=0).eval()
+    cnn = create_model("cnn-tiny", seed=0).eval()
     tied = GroupAveraged(cnn, "C4").eval()
     assert saliency_invariance(tied, d.x, d.y, "C4", steps=4).value == pytest.approx(1.0, abs=1e-6)
     assert saliency_invariance(cnn, d.x, d.y, "C4", steps=4).value < 0.99

@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from geed import book
+from geed.report import book
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def _project(tmp_path: Path, cells: list[str]) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     first = nbformat.v4.new_code_cell(cells[0])
     first.metadata["tags"] = ["parameters"]
-    start = "from geed.book import Chapter\nchapter = Chapter('demo', profile)"
+    start = "from geed.report import Chapter\nchapter = Chapter('demo', profile)"
     nb.cells = [first, nbformat.v4.new_code_cell(start)] + [nbformat.v4.new_code_cell(c) for c in cells[1:]]
     nbformat.write(nb, tmp_path / "notebooks" / "demo.ipynb")
     return tmp_path
@@ -85,7 +85,7 @@ def test_readme_example_runs_as_written():
 def test_readme_registry_example_runs_as_written():
     text = (ROOT / "README.md").read_text()
     block = text.split("## Using `geed` on your own model", 1)[1].split("```python")[2].split("```", 1)[0]
-    assert "zoo.build_zoo_model" in block
+    assert "create_model(" in block and "list_models(" in block
     scope: dict = {}
     exec(compile(block, "README registry example", "exec"), scope)
     assert {"latent_l2", "latent_cosine"} <= set(scope["flip"].summary()["metric"])

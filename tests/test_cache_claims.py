@@ -3,8 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from geed import claims
-from geed.cache import CacheCorruptionWarning, ResultCache
+from geed.report import claims
+from geed.report.cache import CacheCorruptionWarning, ResultCache
 
 
 def test_cache_roundtrip_and_key_changes(tmp_path):
@@ -70,7 +70,7 @@ def test_record_and_load(tmp_path, monkeypatch):
     claims.record("chap", "C-1", "Sec. 1", "x is zero", v)
     claims.record("chap", "C-1", "Sec. 1", "x is zero (again)", v)
     claims.record("other", "O-1", "Sec. 2", "y", v)
-    from geed import paths
+    from geed.report import paths
 
     assert claims.load_all(["other", "chap"]).empty  # recorded claims are staged, never published by a chapter itself
     df = claims.load_all(["other", "chap"], paths.staging_claims_dir())

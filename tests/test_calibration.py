@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geed import calibration as K
-from geed import claims as C
+from geed.report import calibration as K
+from geed.report import claims as C
 from geed.experiments import pretrained as P
 from geed.experiments import rotated_digits as rd
 from geed.experiments import selfsup as S
@@ -171,7 +171,7 @@ def test_latent_dimension_check_uses_the_wider_readout_of_the_cnn_only():
 
 
 def test_the_over_training_baseline_does_not_depend_on_the_checkpoint_spacing():
-    from geed.claims import baseline_step
+    from geed.report.claims import baseline_step
 
     assert baseline_step(range(0, 1501, 250)) == 250  # default: as before
     assert baseline_step(range(0, 2001, 40)) == 320  # paper spacing: one sixth of 2,000 is 333 -> 320

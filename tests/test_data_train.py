@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from geed import data, ood
-from geed.train import TrainConfig, accuracy, load_checkpoint, train
+from geed.data import digits as data, ood
+from tests.helpers import interrupt_before_saving
+from geed.training.checkpoints import kept_state
+from geed.training import TrainConfig, accuracy, load_checkpoint, train
 
 
 def _write_idx(folder, prefix, images, labels):
@@ -86,24 +88,22 @@ def test_corruptions_change_images_but_keep_range():
         ood.corrupt(x, "rotate")
 
 
-def test_training_is_seeded_resumable_and_reloadable(tmp_path):
+def test_training_is_seeded_resumable_and_reloadable(tmp_path, monkeypatch):
     tr, te = data.load_digits("train"), data.rotated_digits("test").subset(60)
     cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=6, checkpoint_every=2, batch_size=8)
-    a = train(cfg, tr, te, tmp_path / "a", progress=False)
+    a = train(cfg, tmp_path / "a", tr, te, progress=False)
     assert sorted(a.checkpoints) == [0, 2, 4, 6]
     # interrupted run: delete the last checkpoints and the result, train again -> resumes from step 2
     run_b = tmp_path / "b"
-    b0 = train(cfg, tr, te, run_b, progress=False)
+    interrupt_before_saving(monkeypatch, "step000004.pt", lambda: train(cfg, run_b, tr, te, progress=False))
     folder = run_b / cfg.name()
-    for f in ("step000006.pt", "step000004.pt", "result.json"):
-        (folder / f).unlink()
     (folder / "step000004.pt").write_bytes(b"half-written")  # a corrupt checkpoint is skipped with a warning
     with pytest.warns(UserWarning, match="unreadable"):
-        b = train(cfg, tr, te, run_b, progress=False)
+        b = train(cfg, run_b, tr, te, progress=False)
     assert b.resumed_from == 2
     wa, wb = load_checkpoint(cfg, a.checkpoints[6]).state_dict(), load_checkpoint(cfg, b.checkpoints[6]).state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)  # identical to the uninterrupted run
-    c = train(cfg, tr, te, tmp_path / "a", progress=False)  # finished: reloaded, not retrained
+    c = train(cfg, tmp_path / "a", tr, te, progress=False)  # finished: reloaded, not retrained
     assert c.resumed_from == cfg.iterations and c.test_accuracy == a.test_accuracy
     assert 0.0 <= accuracy(c.model(), te) <= 1.0
 
@@ -111,7 +111,7 @@ def test_training_is_seeded_resumable_and_reloadable(tmp_path):
 def test_c8_checkpoint_roundtrip(tmp_path):
     tr = data.load_digits("train")
     cfg = TrainConfig(family="c8cnn-tiny", width=1 / 24, iterations=2, checkpoint_every=1, batch_size=4)
-    r = train(cfg, tr, None, tmp_path, progress=False)
+    r = train(cfg, tmp_path, tr, None, progress=False)
     m = r.model()
     x = tr.x[:3]
     assert torch.allclose(m(x), r.model()(x))
@@ -128,30 +128,27 @@ def test_train_config_errors():
 def test_a_corrupt_checkpoint_of_a_finished_training_is_named_and_retrained(tmp_path, capsys, damage):
     tr = data.load_digits("train")
     cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=6, checkpoint_every=2, batch_size=8)
-    first = train(cfg, tr, None, tmp_path, progress=False)
-    reference = {s: torch.load(p, weights_only=False)["model"] for s, p in first.checkpoints.items()}
+    first = train(cfg, tmp_path, tr, None, progress=False)
+    reference = {s: kept_state(torch.load(p, weights_only=False)) for s, p in first.checkpoints.items()}
     bad = first.checkpoints[2]
     raw = bad.read_bytes()
     bad.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"\0" * len(raw))
     with pytest.raises(RuntimeError, match="step000002.pt cannot be read"):
         first.model(2)
     with pytest.warns(UserWarning, match=r"corrupt checkpoint\(s\) \['step000002.pt'\]"):
-        again = train(cfg, tr, None, tmp_path, progress=False)
+        again = train(cfg, tmp_path, tr, None, progress=False)
     for s, p in again.checkpoints.items():  # rewritten from the last good checkpoint, identically
-        state = torch.load(p, weights_only=False)["model"]
+        state = kept_state(torch.load(p, weights_only=False))
         assert all(torch.equal(state[k], reference[s][k]) for k in state)
 
 
-def test_the_first_loss_line_after_a_resume_averages_the_steps_it_covers(tmp_path, capsys):
+def test_the_first_loss_line_after_a_resume_averages_the_steps_it_covers(tmp_path, capsys, monkeypatch):
     tr = data.load_digits("train")
     cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=6, checkpoint_every=3, batch_size=8)
-    train(cfg, tr, None, tmp_path / "a", progress=True, log_every=2)
+    train(cfg, tmp_path / "a", tr, None, progress=True, log_every=2)
     full = capsys.readouterr().out
-    train(cfg, tr, None, tmp_path / "b", progress=False)
-    folder = tmp_path / "b" / cfg.name()
-    (folder / "step000006.pt").unlink()
-    (folder / "result.json").unlink()
-    train(cfg, tr, None, tmp_path / "b", progress=True, log_every=2)
+    interrupt_before_saving(monkeypatch, "step000006.pt", lambda: train(cfg, tmp_path / "b", tr, None, progress=False))
+    train(cfg, tmp_path / "b", tr, None, progress=True, log_every=2)
     resumed = capsys.readouterr().out
     line = [ln for ln in resumed.splitlines() if "step 4/6" in ln][0]
     assert "mean of the last 1 steps" in line  # only step 4 was run since the resume from step 3

@@ -7,8 +7,9 @@ import torch
 import geed
 from geed.testing import assert_equivariant, equivariance_error
 from geed.metrics import channelwise_eed
-from geed.models import ConvNet, GaussianPool2d, SteerableCNN, available_models, build_model
-from tests.conftest import smooth_images
+from geed.models import create_model, is_digit_model, list_models
+from geed.models.digits import ConvNet, GaussianPool2d, SteerableCNN
+from tests.helpers import smooth_images
 
 
 def c4_symmetrised(model: torch.nn.Module) -> torch.nn.Module:
@@ -31,12 +32,12 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
             m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", [n for n in list_models() if is_digit_model(n)])
 @pytest.mark.parametrize("mask", [True, False])
 def test_every_registered_model_with_a_spatial_action_reads_minus_one_when_exactly_equivariant(name, mask):
     """A plain CNN with C4-symmetrised filters, and a C8-CNN at 90-degree steps, must read -1 after
     every block (float64, eval mode) under C4: any off-centre resampling would show here."""
-    model = build_model(name, seed=0)
+    model = create_model(name, seed=0)
     if isinstance(model, ConvNet):
         c4_symmetrised(model)
         _randomise_batchnorm(model)
@@ -50,7 +51,7 @@ def test_every_registered_model_with_a_spatial_action_reads_minus_one_when_exact
 def test_off_centre_pooling_breaks_the_known_answer():
     """The pooling the CNN had before (2x2 average, stride 2, padding 1) moves the grid centre: the
     symmetrised CNN then reads clearly above -1 after the pooled blocks (so the test above can fail)."""
-    model = c4_symmetrised(build_model("cnn", seed=0))
+    model = c4_symmetrised(create_model("cnn", seed=0))
     for name in ("block2", "block4"):
         block = getattr(model, name)
         block[-1] = torch.nn.AvgPool2d(2, stride=2, padding=1)
@@ -148,7 +149,7 @@ def test_channelwise_on_a_resnet_agrees_with_a_plain_loop():
 
 
 def test_assert_equivariant_names_every_layer_that_is_off():
-    model = build_model("cnn-tiny", seed=0).eval()  # random filters: not equivariant
+    model = create_model("cnn-tiny", seed=0).eval()  # random filters: not equivariant
     g = geed.get_group("C4")
     errors = equivariance_error(model, smooth_images(3), g, model.layer_actions(g), dtype=torch.float64)
     assert all(e > 1e-3 for e in errors.values())

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from geed import claims as C
+from geed.report import claims as C
 from geed.experiments.rotated_digits import claims_41, claims_42
 
 
@@ -65,7 +65,7 @@ def test_section3_sentences_follow_the_tables():
 
 
 def test_long_measurements_report_progress(capsys):
-    from geed.data import rotated_digits
+    from geed.data.digits import rotated_digits
     from geed.experiments import section3 as s3
 
     x = rotated_digits("test").subset(2, seed=0).x

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from geed.groups import CyclicGroup, DihedralGroup, Element, ReflectionGroup, TranslationGroup, get_group, rotate
-from tests.conftest import smooth_images
+from tests.helpers import smooth_images
 
 
 @pytest.mark.parametrize("name", ["C4", "D4", "flip", "C2", "D2", "T4"])

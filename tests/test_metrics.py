@@ -8,8 +8,9 @@ import geed
 from geed.actions import InducedAction, SpatialAction, TrivialAction
 from geed.examples import EquivariantMap, hand_example, proposition_31_example
 from geed.metrics import channelwise_eed, geed as geed_metric, latent_eed, orbit_mean, softmax_eed
-from geed.models import GroupAveraged, build_model
-from tests.conftest import smooth_images
+from geed.models import create_model
+from geed.models.digits import GroupAveraged
+from tests.helpers import smooth_images
 
 
 @pytest.mark.parametrize("group", ["C4", "D4", "flip"])
@@ -43,14 +44,14 @@ def _sensitive_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def digits():
-    from geed.data import rotated_digits
+    from geed.data.digits import rotated_digits
 
     return rotated_digits("test").subset(16).x
 
 
 def test_c8_steerable_exact_at_90_degrees_with_floor_at_45(digits):
     images = digits
-    model = build_model("c8cnn", seed=0).eval()
+    model = create_model("c8cnn", seed=0).eval()
     c4, c8 = geed.get_group("C4", mask=True), geed.get_group("C8", mask=True)
     r4 = geed.evaluate(model, images, c4, channelwise=model.layer_actions(c4), latent="latent", dtype=torch.float64)
     for b in model.blocks:
@@ -60,14 +61,14 @@ def test_c8_steerable_exact_at_90_degrees_with_floor_at_45(digits):
     floor = [1 + r8[("channelwise", b)].value for b in model.blocks]
     assert all(0 < f < 0.1 for f in floor), floor  # a small, non-zero interpolation floor
     # a conventional CNN of the same skeleton deviates clearly more at every block
-    cnn = build_model("cnn", seed=0).eval()
+    cnn = create_model("cnn", seed=0).eval()
     rc = geed.evaluate(cnn, images, c8, channelwise=cnn.layer_actions(c8), logits=False, dtype=torch.float64)
     cnn_dev = [1 + rc[("channelwise", b)].value for b in cnn.blocks]
     assert all(c > 2 * f for c, f in zip(cnn_dev, floor)), (cnn_dev, floor)
 
 
 def test_without_channel_permutation_c8_model_looks_non_equivariant(images):
-    model = build_model("c8cnn-tiny", seed=0).eval()
+    model = create_model("c8cnn-tiny", seed=0).eval()
     c4 = geed.get_group("C4")
     plain = {b: SpatialAction(c4) for b in model.blocks}
     rep = geed.evaluate(model, images, c4, channelwise=plain, logits=False)
@@ -124,7 +125,7 @@ def test_proposition_31_invariant_composite_of_non_invariant_parts():
 
 
 def test_orbit_reference_vs_input_reference_differ_for_non_invariant_model(images):
-    model = build_model("cnn-tiny", seed=3).double().eval()
+    model = create_model("cnn-tiny", seed=3).double().eval()
     rep = geed.evaluate(model, images, "C4", latent="latent", references=("orbit", "input"))
     a, b = rep[("latent_l2", "latent")].value, rep[("latent_l2@input", "latent")].value
     assert a > 0 and b > 0 and a != pytest.approx(b)
@@ -141,7 +142,7 @@ def test_larger_means_less_invariant_for_every_variant(images):
 
 
 def test_per_sample_values_and_bootstrap_interval(images):
-    model = build_model("cnn-tiny", seed=0).eval()
+    model = create_model("cnn-tiny", seed=0).eval()
     rep = geed.evaluate(model, images, "C8", latent="latent")
     tab = rep.table()
     assert set(tab.columns) == {"metric", "layer", "sample", "value"}
@@ -151,7 +152,7 @@ def test_per_sample_values_and_bootstrap_interval(images):
 
 
 def test_bad_input_errors(images):
-    model = build_model("cnn-tiny", seed=0).eval()
+    model = create_model("cnn-tiny", seed=0).eval()
     with pytest.raises(KeyError, match="no module named 'blockX'.*module names: .*block1"):
         geed.evaluate(model, images, "C4", channelwise={"blockX": None})
     with pytest.raises(ValueError, match="unknown group"):
@@ -170,8 +171,8 @@ def test_bad_input_errors(images):
         Z = torch.stack([torch.tensor([[1.0, 0.0], [-1.0, 0.0]])] * 4)
         latent_eed(Z, geed.get_group("C4"), "cosine")
     with pytest.raises(ValueError, match="layer has"):
-        model8 = build_model("c8cnn-tiny", seed=0).eval()
+        model8 = create_model("c8cnn-tiny", seed=0).eval()
         act = model8.layer_actions("C4")["block1"]
         act.act(torch.zeros(1, 3, 5, 5), 1)
     with pytest.raises(ValueError, match="does not"):
-        build_model("c8cnn-tiny", seed=0).layer_actions("C16")
+        create_model("c8cnn-tiny", seed=0).layer_actions("C16")

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from geed import book, claims, parameters, paths
+from geed.report import Chapter, book, claims, parameters, paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def _project(tmp_path: Path, cells: list[str], profile: str = "demo: {}\n", name
 
 
 CLAIMING = ["profile = 'x'\nfail = False",
-            "from geed import claims\nfrom geed.book import Chapter\nchapter = Chapter('demo', profile, fail=fail)\n"
+            "from geed.report import claims\nfrom geed.report import Chapter\nchapter = Chapter('demo', profile, fail=fail)\n"
             "chapter.claim('D-1', 's', 'one holds', claims.near_zero([0.0], 1e-9, 'x'), key=True)",
             "if fail:\n    raise RuntimeError('failed after recording')\n"
             "chapter.claim('D-2', 's', 'two holds', claims.near_zero([0.0], 1e-9, 'x'))"]
@@ -103,7 +103,7 @@ def test_a_notebook_run_outside_the_driver_never_touches_the_published_claims(tm
     published = paths.claims_dir() / "demo.json"
     published.parent.mkdir(parents=True)
     published.write_text(json.dumps({"meta": {"run_id": "r1"}, "claims": {}}))
-    chapter = book.Chapter("demo", "smoke")
+    chapter = Chapter("demo", "smoke")
     chapter.claim("D-1", "s", "c", claims.near_zero([0.0], 1e-9, "x"))
     assert json.loads(published.read_text()) == {"meta": {"run_id": "r1"}, "claims": {}}
     assert list(chapter.table()["id"]) == ["D-1"]
@@ -164,7 +164,7 @@ def test_chapters_not_executed_get_a_page_saying_so_and_the_glance_counts_the_re
 def test_provenance_shows_every_parameter_in_full(monkeypatch, tmp_path):
     monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path))
     long = [f"data-set-number-{i}" for i in range(12)]
-    prov = book.Chapter("demo", "smoke", datasets=long, n=3).provenance()
+    prov = Chapter("demo", "smoke", datasets=long, n=3).provenance()
     assert prov.loc["parameter datasets", "value"] == json.dumps(long)
     assert prov.loc["parameter n", "value"] == "3"
     import pandas as pd
@@ -184,7 +184,7 @@ def test_chapter_output_has_no_kernel_transport_warning(tmp_path, monkeypatch, c
 
 # ----------------------------------------------------------------------------- the paper profile
 def test_the_paper_profile_refuses_to_start_without_its_inputs_unless_substitutes_are_accepted(monkeypatch, tmp_path):
-    from geed import inputs
+    from geed.report import inputs
 
     monkeypatch.delenv("GEED_MNIST_ROOT", raising=False)
     monkeypatch.setenv("GEED_WEIGHTS_DIR", str(tmp_path))  # an empty folder
@@ -200,7 +200,7 @@ def test_the_paper_profile_refuses_to_start_without_its_inputs_unless_substitute
 
 
 def test_time_estimates_scale_the_last_run():
-    from geed import inputs
+    from geed.report import inputs
 
     last = {"n_models": 3, "iterations": 100, "width": 0.0625}
     assert inputs.estimate_seconds("x", {"n_models": 6, "iterations": 100, "width": 0.125}, last, 60.0) == pytest.approx(480.0)

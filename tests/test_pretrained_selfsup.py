@@ -6,12 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from geed import claims as C
+from geed.report import claims as C
 from geed.experiments.pretrained import claims_43
 from geed.experiments.selfsup import LABELS, claims_44, summary
-from geed.finetune import FitConfig, augment, fit
+from geed.training import FitConfig, augment, train
+from tests.helpers import interrupt_before_saving
 from geed.groups import disc_mask
-from geed.patches import SIZE, get_task
+from geed.data.patches import SIZE, get_task
 
 
 @pytest.mark.parametrize("name", ["orientation-free", "upright-photos"])
@@ -43,12 +44,12 @@ def test_augment_keeps_shape_and_range():
 @pytest.mark.parametrize("objective", ["supervised", "simclr", "dino"])
 def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, objective):
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=4, record_every=2, batch_size=4)
-    full = fit(cfg, tmp_path / "a", progress=False)
-    fit(cfg, tmp_path / "b", progress=False)
+    full = train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False)
     folder = tmp_path / "b" / cfg.name()
     (folder / "step000004.pt").unlink()
     (folder / "result.json").unlink()
-    resumed = fit(cfg, tmp_path / "b", progress=False)
+    resumed = train(cfg, tmp_path / "b", progress=False)
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], full.model(0).state_dict()[k]) for k in a)  # training changed something
@@ -61,7 +62,7 @@ def test_dino_keeps_the_teacher():
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        res = fit(cfg, d, progress=False)
+        res = train(cfg, d, progress=False)
         state = torch.load(res.checkpoints[2], weights_only=False)
     student = {k[5:]: v for k, v in state["model"].items() if k.startswith("body.")}
     teacher = {k[len("teacher_body."):]: v for k, v in state["objective"].items() if k.startswith("teacher_body.")}
@@ -148,7 +149,7 @@ def test_claims_44_with_a_collapsed_model_are_not_tested():
 
 
 def test_an_unknown_training_device_is_named(monkeypatch):
-    from geed.train import training_device
+    from geed.training import training_device
 
     monkeypatch.setenv("GEED_DEVICE", "warp-drive")
     with pytest.raises(ValueError, match="GEED_DEVICE='warp-drive'"):
@@ -160,33 +161,16 @@ def test_an_unknown_training_device_is_named(monkeypatch):
 @pytest.mark.parametrize("objective", ["supervised", "simclr", "dino"])
 def test_fit_on_cuda_saves_checkpoints_that_load_on_the_cpu(tmp_path, objective):
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=2, record_every=1, batch_size=4)
-    res = fit(cfg, tmp_path, progress=False)
+    res = train(cfg, tmp_path, progress=False)
     assert all(p.device.type == "cpu" for p in res.model().parameters())
-
-
-def _interrupt_before_saving(monkeypatch, cfg, directory, name: str) -> None:
-    """Run ``fit`` until it is about to save checkpoint ``name``, and stop it there as a crash would."""
-    import geed.finetune as F
-
-    real_save = F._save
-
-    def crash(state, path):
-        if path.name == name:
-            raise KeyboardInterrupt("interrupted")
-        real_save(state, path)
-
-    with monkeypatch.context() as m:
-        m.setattr(F, "_save", crash)
-        with pytest.raises(KeyboardInterrupt):
-            fit(cfg, directory, progress=False)
 
 
 def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, capsys):
     cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=4, record_every=2, batch_size=4)
-    full = fit(cfg, tmp_path / "a", progress=False)
-    _interrupt_before_saving(monkeypatch, cfg, tmp_path / "b", "step000004.pt")
+    full = train(cfg, tmp_path / "a", progress=False)
+    interrupt_before_saving(monkeypatch, "step000004.pt", lambda: train(cfg, tmp_path / "b", progress=False))
     torch.manual_seed(12345)  # whatever the global generator holds when the run resumes
-    resumed = fit(cfg, tmp_path / "b", progress=True)
+    resumed = train(cfg, tmp_path / "b", progress=True)
     assert "resuming from step 2" in capsys.readouterr().out
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -197,7 +181,7 @@ def test_the_papers_published_models_are_judged_when_measured():
 
     ours = _table44(0.1, 1)
     assert not any(cid.endswith("-published") for cid in _verdicts44(ours))
-    names = {LABELS["supervised"]: PUBLISHED["resnet50"], LABELS["simclr"]: PUBLISHED["simclr_resnet50"], LABELS["dino"]: PUBLISHED["dino_resnet50"]}
+    names = {LABELS["supervised"]: PUBLISHED["resnet50"], LABELS["simclr"]: PUBLISHED["resnet50.simclr"], LABELS["dino"]: PUBLISHED["resnet50.dino"]}
     published = ours.assign(model=ours["model"].map(names))
     v = _verdicts44(pd.concat([ours, published]))
     assert v["4.4-1-published"] == v["4.4-2-published"] == C.HOLDS and v["4.4-3-published"] == C.FAILS
@@ -205,7 +189,7 @@ def test_the_papers_published_models_are_judged_when_measured():
 
 def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
-    res = fit(cfg, tmp_path, progress=False)
+    res = train(cfg, tmp_path, progress=False)
     states = {s: torch.load(p, weights_only=False) for s, p in res.checkpoints.items()}
     assert set(states[6]) >= {"model", "optimizer", "generator", "kept"}
     assert all(set(states[s]) == {"kept", "step"} for s in (0, 2, 4))
@@ -214,9 +198,9 @@ def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
 
 def test_a_run_interrupted_between_checkpoints_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
     cfg = FitConfig(arch="alexnet-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
-    full = fit(cfg, tmp_path / "a", progress=False)
-    _interrupt_before_saving(monkeypatch, cfg, tmp_path / "b", "step000006.pt")
-    resumed = fit(cfg, tmp_path / "b", progress=True)
+    full = train(cfg, tmp_path / "a", progress=False)
+    interrupt_before_saving(monkeypatch, "step000006.pt", lambda: train(cfg, tmp_path / "b", progress=False))
+    resumed = train(cfg, tmp_path / "b", progress=True)
     assert "resuming from step 4" in capsys.readouterr().out
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

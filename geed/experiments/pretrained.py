@@ -1,7 +1,7 @@
 """Section 4.3: models trained from scratch vs from pretrained weights, on a task with no preferred orientation.
 
 * :func:`pretrained_source` decides, per architecture, where the "pretrained" weights come from:
-  the published ImageNet weights when a local file exists (:func:`geed.zoo.find_weights`), or an
+  the published ImageNet weights when a local file exists (:func:`geed.models.zoo.find_weights`), or an
   offline pretraining on the upright-photo task (:func:`offline_pretraining`), which stands in for
   ImageNet: natural images with a preferred orientation, learned without rotations.
 * :func:`train_architecture` fine-tunes ``seeds`` models from each initialisation on the
@@ -21,15 +21,14 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from .. import orbit as ev
-from ..cache import fingerprint
-from ..finetune import FitConfig, FitResult, fit
-from ..train import training_device
-from ..groups import get_group
-from ..metrics import latent_eed, softmax_eed
-from ..patches import SIZE, get_task
-from ..zoo import WeightsNotFound, find_weights, load_pretrained
-from .rotated_digits import _values, checkpoint_dir
+from geed import orbit as ev
+from geed.report.cache import fingerprint
+from geed.training import FitConfig, TrainResult, train, training_device
+from geed.groups import get_group
+from geed.metrics import latent_eed, softmax_eed
+from geed.data.patches import SIZE, get_task
+from geed.models.zoo import WeightsNotFound, find_weights, load_pretrained
+from geed.experiments.rotated_digits import _values, checkpoint_dir
 
 __all__ = ["pretrained_source", "offline_pretraining", "train_architecture", "track", "claims_43", "INITS", "SOURCE_TASK", "TARGET_TASK"]
 
@@ -38,11 +37,11 @@ INITS = ("from scratch", "pretrained")
 SOURCES = ("auto", "published", "offline")
 
 
-def offline_pretraining(arch: str, iterations: int, batch_size: int, lr: float, progress: bool = True) -> FitResult:
+def offline_pretraining(arch: str, iterations: int, batch_size: int, lr: float, progress: bool = True) -> TrainResult:
     """Supervised training on upright photographs (no rotations): the offline stand-in for ImageNet weights."""
     config = FitConfig(arch=arch, task=SOURCE_TASK, objective="supervised", seed=0, iterations=iterations,
                        record_every=max(1, iterations), batch_size=batch_size, lr=lr)
-    return fit(config, checkpoint_dir(), progress=progress)
+    return train(config, checkpoint_dir(), progress=progress)
 
 
 def pretrained_source(arch: str, source: str, pretrain_iterations: int, batch_size: int, lr: float,
@@ -69,18 +68,18 @@ def pretrained_source(arch: str, source: str, pretrain_iterations: int, batch_si
 
 
 def train_architecture(arch: str, seeds: list[int], iterations: int, record_every: int, batch_size: int, lr: float,
-                       pretrained: tuple[str, Callable], progress: bool = True, size: int = SIZE) -> dict[str, list[FitResult]]:
+                       pretrained: tuple[str, Callable], progress: bool = True, size: int = SIZE) -> dict[str, list[TrainResult]]:
     """``seeds`` models per initialisation, fine-tuned on the orientation-free task (patches of ``size`` pixels)."""
     base = FitConfig(arch=arch, task=TARGET_TASK, iterations=iterations, record_every=record_every, batch_size=batch_size, lr=lr,
                      size=size)
     label, init_body = pretrained
-    out: dict[str, list[FitResult]] = {}
+    out: dict[str, list[TrainResult]] = {}
     for init, (tag, fn) in zip(INITS, (("scratch", None), (label, init_body))):
         out[init] = []
         for k, s in enumerate(seeds, 1):
             if progress:
                 print(f"[{arch}, {init}] model {k}/{len(seeds)} (seed {s})", flush=True)
-            out[init].append(fit(replace(base, init=tag, seed=s), checkpoint_dir(), init_body=fn, progress=progress))
+            out[init].append(train(replace(base, init=tag, seed=s), checkpoint_dir(), init_body=fn, progress=progress))
     return out
 
 
@@ -99,7 +98,7 @@ def measure(model: torch.nn.Module, x: torch.Tensor, x_ref: torch.Tensor) -> lis
     return rows
 
 
-def track(results: dict[str, dict[str, list[FitResult]]], n_points: int, n_reference: int, seed: int = 0,
+def track(results: dict[str, dict[str, list[TrainResult]]], n_points: int, n_reference: int, seed: int = 0,
           progress: bool = True) -> pd.DataFrame:
     """Every checkpoint of every model of every architecture, measured on test patches of the target task
     (of the size each architecture was trained on; the same patches for every model of one size)."""
@@ -128,7 +127,7 @@ def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame, stand_in: dict[str, st
     ``stand_in`` maps an architecture to a description of its "pretrained" weights when they stand in
     for ImageNet weights: its claims about pretraining are then *not tested* (the stand-in lacks the
     ImageNet features the claims are about), and the figures say what the rule gives on the stand-in."""
-    from .. import claims as C
+    from geed.report import claims as C
 
     stand_in = stand_in or {}
     archs = list(dict.fromkeys(tr["arch"]))
@@ -191,7 +190,7 @@ def claims_43(tr: pd.DataFrame, accuracies: pd.DataFrame, stand_in: dict[str, st
 
 def _joint(archs, stand_in, build):
     """A claim over several architectures: not tested when none has genuine pretrained weights."""
-    from .. import claims as C
+    from geed.report import claims as C
 
     if all(a in stand_in for a in archs):
         return C.not_tested("every architecture's pretrained weights stand in for ImageNet weights")

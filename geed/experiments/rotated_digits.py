@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import orbit as ev
-from ..data import load_digits, rotated_digits
-from ..groups import get_group
-from ..models import build_model
-from ..ood import ood_set
-from ..paths import cache_dir
-from ..train import TrainConfig, TrainResult, load_checkpoint, train, training_device
+from geed import orbit as ev
+from geed.data.digits import load_digits, rotated_digits
+from geed.groups import get_group
+from geed.models import create_model
+from geed.data.ood import ood_set
+from geed.report.paths import cache_dir
+from geed.training import TrainConfig, TrainResult, load_checkpoint, train, training_device
 
 __all__ = ["FAMILIES", "train_family", "track_training", "ood_measurements", "LATENT_METRICS"]
 
@@ -42,7 +42,7 @@ def train_family(config: TrainConfig, seeds: list[int], progress: bool = True) -
     for k, seed in enumerate(seeds, 1):
         if progress:
             print(f"[{FAMILIES.get(config.family, config.family)}] model {k}/{len(seeds)} (seed {seed})", flush=True)
-        out.append(train(replace(config, seed=seed), tr, te, checkpoint_dir(), progress=progress))
+        out.append(train(replace(config, seed=seed), checkpoint_dir(), tr, te, progress=progress))
     return out
 
 
@@ -92,7 +92,7 @@ def ood_measurements(trained: dict[str, list[TrainResult]], untrained_seeds: lis
         for res in results:
             models.append((label, res.config.seed, res.model().to(training_device())))
     for s in untrained_seeds:
-        models.append(("untrained CNN", s, build_model("cnn", width=width, seed=s).eval().to(training_device())))
+        models.append(("untrained CNN", s, create_model("cnn", width=width, seed=s).eval().to(training_device())))
     rows = []
     t0 = time.time()
     for k, name in enumerate(sets, 1):
@@ -137,12 +137,12 @@ def claims_41(track: pd.DataFrame, accuracies: pd.DataFrame, accuracy_bar: float
 
     Families are compared with Welch's t across models; changes of one model (with depth, over
     training) with paired t across models; "every block" claims are intersections, the opposite
-    side Holm-corrected (:mod:`geed.claims`). ``latent_layer`` picks the CNN's latent readout
+    side Holm-corrected (:mod:`geed.report.claims`). ``latent_layer`` picks the CNN's latent readout
     (``latent_wide`` for the dimension check)."""
     import numpy as np
 
-    from .. import claims as C
-    from ..stats import bootstrap_ci
+    from geed.report import claims as C
+    from geed.stats import bootstrap_ci
 
     track = _latent(track, latent_layer)
     fin = _final(track)
@@ -232,7 +232,7 @@ IN_DISTRIBUTION = "rotated-mnist"
 def claims_42(ood: pd.DataFrame) -> list[tuple]:
     """Verdicts on the claims of Section 4.2; "on every data set" claims are intersections (each data
     set at ALPHA/2, the opposite side Holm-corrected)."""
-    from .. import claims as C
+    from geed.report import claims as C
 
     sets = list(dict.fromkeys(ood["dataset"]))
 

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import orbit as ev
-from ..actions import SpatialAction
-from ..examples import EquivariantMap, hand_example, proposition_31_example
-from ..groups import get_group
-from ..metrics import latent_eed, softmax_eed
-from ..models import GroupAveraged, InvariantFeatures, build_model
+from geed import orbit as ev
+from geed.actions import SpatialAction
+from geed.examples import EquivariantMap, hand_example, proposition_31_example
+from geed.groups import get_group
+from geed.metrics import latent_eed, softmax_eed
+from geed.models import create_model
+from geed.models.digits import GroupAveraged, InvariantFeatures
 
 __all__ = [
     "known_answers",
@@ -87,7 +88,7 @@ def interpolation_floor(x: torch.Tensor, width: float, seeds: list[int], progres
         for family in ("c8cnn", "cnn"):
             if progress:
                 print(f"[interpolation floor] {family}, model {i}/{len(seeds)} ({time.time() - t0:.0f} s)", flush=True)
-            model = build_model(family, width=width, seed=seed).eval()
+            model = create_model(family, width=width, seed=seed).eval()
             for gname in ("C4", "C8"):
                 for mask in (True, False):
                     g = get_group(gname, mask=mask)
@@ -101,7 +102,7 @@ def interpolation_floor(x: torch.Tensor, width: float, seeds: list[int], progres
 
 def normalisation_by_m(x: torch.Tensor, width: float, seed: int, scales=(0.01, 0.1, 1.0, 10.0, 100.0)) -> pd.DataFrame:
     """Latent l2 G-EED of a CNN whose latent space is multiplied by a constant: normalised vs not."""
-    model = build_model("cnn", width=width, seed=seed).eval()
+    model = create_model("cnn", width=width, seed=seed).eval()
     g = get_group("C8", mask=True)
     Z = ev.orbit_outputs(model, x, g, ["latent"])["latent"].to(F64)
     rows = []
@@ -119,8 +120,8 @@ def reference_points(x: torch.Tensor, width: float, seed: int) -> pd.DataFrame:
     and against the untransformed input's output, for three untrained models."""
     g = get_group("C8", mask=True)
     models = {
-        "CNN": build_model("cnn", width=width, seed=seed).eval(),
-        "C8-CNN": build_model("c8cnn", width=width, seed=seed).eval(),
+        "CNN": create_model("cnn", width=width, seed=seed).eval(),
+        "C8-CNN": create_model("c8cnn", width=width, seed=seed).eval(),
         "sensitive toy CNN": _sensitive_cnn(seed),
     }
     rows = []
@@ -142,7 +143,7 @@ def figure1_orbit(x_one: torch.Tensor, width: float, seed: int) -> tuple[np.ndar
     images = g.orbit(x_one[:1])[:, 0, 0].numpy()
     rows = []
     for label, family in (("CNN", "cnn"), ("C8-CNN", "c8cnn")):
-        model = build_model(family, width=width, seed=seed).eval()
+        model = create_model(family, width=width, seed=seed).eval()
         rep = ev.evaluate(model, x_one[:1], g, channelwise={"block1": model.layer_actions(g)["block1"]}, latent=None)
         Z = ev.orbit_outputs(model, x_one[:1], g, ["latent"])["latent"]
         rep.results[("latent_cosine_unnormalised", "latent")] = latent_eed(Z, g, "cosine", normalise=False)
@@ -156,7 +157,7 @@ def figure1_orbit(x_one: torch.Tensor, width: float, seed: int) -> tuple[np.ndar
 def proposition_31_2(x: torch.Tensor, width: float, seed: int) -> pd.DataFrame:
     """Prop. 3.1(2): a CNN whose feature extractor is made exactly C4-invariant (averaged over the
     orbit) is invariant; the same CNN without it is not. Per-sample softmax and LI values."""
-    base = build_model("cnn", width=width, seed=seed).to(F64).eval()
+    base = create_model("cnn", width=width, seed=seed).to(F64).eval()
     rows = []
     for label, model in (("features averaged over C4", InvariantFeatures(base, "C4").eval()), ("plain CNN", base)):
         rep = ev.evaluate(model, x.to(F64), "C4", latent="latent", logits=True)
@@ -169,9 +170,9 @@ def proposition_31_2(x: torch.Tensor, width: float, seed: int) -> pd.DataFrame:
 def proposition_32(x: torch.Tensor, seed: int = 0) -> pd.DataFrame:
     """G-EED (l2, spatial action, float64) after each layer of the exactly D4-equivariant example map,
     and of the same map with its first blur filter made asymmetric (in every channel), under C4, D4 and the flip."""
-    from ..actions import SpatialAction
-    from ..examples import EquivariantMap
-    from ..metrics import geed as geed_metric
+    from geed.actions import SpatialAction
+    from geed.examples import EquivariantMap
+    from geed.metrics import geed as geed_metric
 
     torch.manual_seed(seed)
     base = EquivariantMap(in_channels=x.shape[1]).double().eval()

@@ -1,6 +1,6 @@
 """Section 4.4: supervised vs self-supervised models under the order-2 reflection group.
 
-* :func:`train_models` trains one backbone with each objective of :mod:`geed.finetune` --
+* :func:`train_models` trains one backbone with each objective of :mod:`geed.training.objectives` --
   ``supervised``, ``simclr`` (contrastive), ``dino`` (self-distillation) -- on the same upright
   photographs, ``seeds`` models each.
 * :func:`published_models` adds the paper's own models (torchvision ResNet50, BiT, DINO and SimCLR
@@ -15,29 +15,29 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from .. import orbit as ev
-from ..finetune import FitConfig, FitResult, fit
-from ..train import training_device
-from ..groups import get_group
-from ..claims import effective_rank
-from ..metrics import latent_eed
-from ..patches import SIZE, get_task
-from ..zoo import WeightsNotFound, build_zoo_model, find_weights, load_pretrained
-from .rotated_digits import checkpoint_dir
+from geed import orbit as ev
+from geed.training import FitConfig, TrainResult, train, training_device
+from geed.groups import get_group
+from geed.report.claims import effective_rank
+from geed.metrics import latent_eed
+from geed.data.patches import SIZE, get_task
+from geed.models import create_model
+from geed.models.zoo import WeightsNotFound, find_weights, load_pretrained
+from geed.experiments.rotated_digits import checkpoint_dir
 
 __all__ = ["LABELS", "PUBLISHED", "INITS", "train_models", "imagenet_model", "published_models", "measure", "summary", "spread", "claims_44", "TASK", "PARALLEL"]
 
 TASK = "upright-photos"
 LABELS = {"supervised": "supervised", "simclr": "SimCLR-style (contrastive)", "dino": "DINO-style (self-distillation)"}
-PUBLISHED = {"resnet50": "published ResNet50 (supervised)", "bit_resnetv2_50x1": "published BiT (supervised)",
-             "dino_resnet50": "published DINO", "simclr_resnet50": "published SimCLR"}
+PUBLISHED = {"resnet50": "published ResNet50 (supervised)", "resnetv2_50x1.bit": "published BiT (supervised)",
+             "resnet50.dino": "published DINO", "resnet50.simclr": "published SimCLR"}
 
 
 INITS = ("imagenet", "scratch")
 
 
 def train_models(arch: str, seeds: list[int], iterations: int, batch_size: int, lr: float, progress: bool = True,
-                 init: str = "scratch", size: int = SIZE, weights_dir=None) -> dict[str, list[FitResult]]:
+                 init: str = "scratch", size: int = SIZE, weights_dir=None) -> dict[str, list[TrainResult]]:
     """``seeds`` models per objective; the supervised models see the same augmentations (flip included).
 
     ``init="imagenet"``: every objective continues from ``arch``'s published ImageNet weights (the same
@@ -50,19 +50,19 @@ def train_models(arch: str, seeds: list[int], iterations: int, batch_size: int, 
         init_body, tag = (lambda m: load_pretrained(m, path)), f"published:{path.name}"
     base = FitConfig(arch=arch, task=TASK, iterations=iterations, record_every=max(1, iterations), batch_size=batch_size, lr=lr,
                      augment=True, init=tag, size=size)
-    out: dict[str, list[FitResult]] = {}
+    out: dict[str, list[TrainResult]] = {}
     for objective, label in LABELS.items():
         out[label] = []
         for k, s in enumerate(seeds, 1):
             if progress:
                 print(f"[{label}] model {k}/{len(seeds)} (seed {s})", flush=True)
-            out[label].append(fit(replace(base, objective=objective, seed=s), checkpoint_dir(), init_body=init_body, progress=progress))
+            out[label].append(train(replace(base, objective=objective, seed=s), checkpoint_dir(), init_body=init_body, progress=progress))
     return out
 
 
 def imagenet_model(arch: str, weights_dir=None) -> tuple[str, torch.nn.Module]:
     """``arch`` exactly as published (supervised on ImageNet), before any training here: its label and model."""
-    model = build_zoo_model(arch, n_classes=1)
+    model = create_model(arch, n_classes=1)
     load_pretrained(model, find_weights(arch, weights_dir))
     return f"{arch} as published (supervised, ImageNet)", model.eval()
 
@@ -76,7 +76,7 @@ def published_models(weights_dir=None) -> tuple[dict[str, torch.nn.Module], dict
         except WeightsNotFound:
             status[label] = "weights not on disk"
             continue
-        model = build_zoo_model(name, n_classes=1)
+        model = create_model(name, n_classes=1)
         load_pretrained(model, path)
         found[label], status[label] = model.eval(), str(path)
     return found, status
@@ -110,7 +110,7 @@ def spread(table: pd.DataFrame) -> pd.DataFrame:
     """Per model kind: M of both distances, the smallest effective rank of its models' latent
     features on the reference inputs, and whether a model failed the collapse check
     (effective rank below ``claims.COLLAPSE_MIN_EFFECTIVE_RANK``, fixed in advance)."""
-    from ..claims import COLLAPSE_MIN_EFFECTIVE_RANK
+    from geed.report.claims import COLLAPSE_MIN_EFFECTIVE_RANK
 
     cols = ["model", "seed", "metric", "M"] + (["effective_rank"] if "effective_rank" in table else [])
     m = table[cols].drop_duplicates(["model", "seed", "metric"])
@@ -129,7 +129,7 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
     with one model each, across the shared test inputs (paired t), as the paper's error bars. A claim
     that involves a model failing the pre-declared collapse check (:func:`spread`) is *not tested*;
     its history shows the verdict without that check and under the earlier spread rule."""
-    from .. import claims as C
+    from geed.report import claims as C
 
     info = spread(table)
     collapsed = info["collapsed"]
@@ -160,8 +160,8 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
     metrics = ("latent_l2", "latent_cosine")
     present = set(table["model"])
     arms = [("", "", LABELS["supervised"], LABELS["simclr"], LABELS["dino"])]
-    if {PUBLISHED["resnet50"], PUBLISHED["simclr_resnet50"], PUBLISHED["dino_resnet50"]} <= present:
-        arms.append(("-published", " (the paper's published ResNet50s)", PUBLISHED["resnet50"], PUBLISHED["simclr_resnet50"], PUBLISHED["dino_resnet50"]))
+    if {PUBLISHED["resnet50"], PUBLISHED["resnet50.simclr"], PUBLISHED["resnet50.dino"]} <= present:
+        arms.append(("-published", " (the paper's published ResNet50s)", PUBLISHED["resnet50"], PUBLISHED["resnet50.simclr"], PUBLISHED["resnet50.dino"]))
     for sfx, which, sup, sim, dino in arms:
         if not {sup, sim, dino} <= present:
             continue
@@ -179,7 +179,7 @@ def claims_44(table: pd.DataFrame) -> list[tuple]:
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% interval per (model, metric): across models when several were trained, else
     a bootstrap across the test inputs (the paper's error bars)."""
-    from ..stats import summarise
+    from geed.stats import summarise
 
     parts = []
     for (label, metric), g in table.groupby(["model", "metric"], sort=False):

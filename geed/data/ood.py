@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SIZE, rotated_digits
+from geed.data.digits import SIZE, rotated_digits
 
 __all__ = ["CORRUPTIONS", "OFFLINE_SETS", "corrupt", "sklearn_digits", "font_glyphs", "photo_patches",
            "uniform_noise", "ood_set", "load_external", "EXTERNAL_SETS"]

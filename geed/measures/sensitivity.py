@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .groups import Group, get_group
+from geed.groups import Group, get_group
 
 __all__ = ["jacobian_spectral_norm", "lie_derivative", "rotate_differentiable", "rotation_tangent", "perturbation_control"]
 
@@ -94,7 +94,7 @@ def lie_derivative(model: nn.Module | Callable, x: torch.Tensor, mask: bool = Tr
     Zero for a model exactly invariant under continuous rotation; it measures local (infinitesimal)
     invariance, where C8-EED measures it at 45-degree steps.
     """
-    from .groups import disc_mask
+    from geed.groups import disc_mask
 
     x = x.detach()
     if mask:
@@ -133,7 +133,7 @@ def perturbation_control(model: nn.Module, x: torch.Tensor, group: Group | str, 
             size = _per_sample_norm(delta)
             noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
             if group.mask:
-                from .groups import disc_mask
+                from geed.groups import disc_mask
 
                 noise = noise * disc_mask(x.shape[-2], x.shape[-1], like=x)
             noise = noise / _per_sample_norm(noise).clamp_min(1e-30).view(-1, 1, 1, 1) * size.view(-1, 1, 1, 1)

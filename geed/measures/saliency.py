@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .groups import Group, get_group
-from .metrics import EEDResult, _cosine
+from geed.groups import Group, get_group
+from geed.metrics import EEDResult, _cosine
 
 __all__ = ["integrated_gradients", "saliency_map", "saliency_invariance", "logit_invariance_penalty"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .groups import rotate_batch
+from geed.groups import rotate_batch
 
 __all__ = ["DigitData", "load_digits", "rotated_digits", "random_rotation", "SIZE", "CLASSES"]
 

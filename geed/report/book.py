@@ -2,15 +2,15 @@
 
 Usage (from the project root)::
 
-    python -m geed.book build --profile default      # every chapter, then the HTML
-    python -m geed.book run section3 --profile smoke -p n_points 8   # one chapter, no rebuild of others
-    python -m geed.book html                         # compile what has been executed
+    python -m geed.report build --profile default      # every chapter, then the HTML
+    python -m geed.report run section3 --profile smoke -p n_points 8   # one chapter, no rebuild of others
+    python -m geed.report html                         # compile what has been executed
 
 Chapters are the ``book/chapters/<name>`` entries of ``_toc.yml``; their sources are
 ``notebooks/<name>.ipynb``; a profile (``profiles/<name>.yml``) gives each chapter's parameters.
 A chapter that fails (papermill error, or an error output in the executed notebook) stops the
 build; its notebook goes to ``build/failed/`` and is never published. Parameters are checked for
-type and range (:mod:`geed.parameters`) before any chapter runs. A chapter's claims are staged
+type and range (:mod:`geed.report.parameters`) before any chapter runs. A chapter's claims are staged
 while it runs and published together with its page, both stamped with the same run id, profile and
 code version; the HTML build refuses a page whose claims come from another run, marks chapters that
 were never executed, re-executes the ledger when it is older than the claims, and writes the front
@@ -33,10 +33,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import claims, parameters, paths
-from .cache import code_version
+from geed.report import claims, parameters, paths
+from geed.report.cache import code_version
 
-__all__ = ["Chapter", "chapters", "load_profile", "execute_chapter", "build", "main"]
+__all__ = ["chapters", "load_profile", "execute_chapter", "build", "main"]
 
 PROFILES = ("smoke", "default", "paper")
 
@@ -61,60 +61,6 @@ class _Flushing:
 
     def flush(self) -> None:
         self.stream.flush()
-
-
-# ----------------------------------------------------------------------------- inside a chapter
-class Chapter:
-    """Used by a chapter notebook: starts its claims, times it, records claims, shows provenance."""
-
-    def __init__(self, name: str, profile: str = "default", **params: Any) -> None:
-        import pandas as pd
-
-        pd.set_option("display.max_colwidth", None)  # a page never cuts a value short
-        self.name, self.profile, self.params = name, profile, params
-        self.started = time.time()
-        claims.start(name, {"profile": profile, "params": params, "code_version": code_version(), "commit": _git_commit()})
-
-    def claim(self, claim_id: str, source: str, claim: str, verdict: claims.Verdict, note: str = "", key: bool = False) -> None:
-        """Record a claim; ``key=True`` marks the chapter's headline claim for the front page."""
-        claims.record(self.name, claim_id, source, claim, verdict, note, key=key)
-
-    def note(self, key: str, value: Any) -> None:
-        """Keep an item with this run's claims (e.g. which chapter runs the ledger summarised)."""
-        claims.annotate(self.name, key, value)
-
-    def table(self, columns: list[str] | None = None):
-        """This run's claims of the chapter (staged until the run is published)."""
-        df = claims.load_all([self.name], paths.staging_claims_dir())
-        return df[columns] if columns else df
-
-    def provenance(self):
-        import pandas as pd
-        import torch
-
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-        claims.annotate(self.name, "seconds", round(time.time() - self.started, 1))
-        claims.annotate(self.name, "device", device)
-        rows = [("profile", self.profile)]
-        rows += [(f"parameter {k}", json.dumps(v, default=str)) for k, v in self.params.items()]
-        rows += [
-            ("run id", os.environ.get("GEED_RUN_ID", "not run by the book driver")),
-            ("device", device),
-            ("code version (hash of geed/)", code_version()),
-            ("git commit", _git_commit()),
-            ("torch", torch.__version__),
-            ("python", platform.python_version()),
-            ("time taken", f"{time.time() - self.started:.1f} s"),
-        ]
-        return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.root(), capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -225,7 +171,7 @@ def execute_chapter(name: str, profile: str = "default", overrides: dict[str, An
         errs = _errors(nb) if nb is not None else []
         staged = staging / f"{name}.json"
         if not error and not errs and not staged.exists():
-            errs = [f"the notebook never recorded its run (it must create geed.book.Chapter({name!r}, profile, ...))"]
+            errs = [f"the notebook never recorded its run (it must create geed.report.Chapter({name!r}, profile, ...))"]
         if error or errs:
             failed_dir.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
@@ -300,8 +246,8 @@ def _placeholders(root: Path) -> list[str]:
             continue
         missing.append(c)
         placeholder.write_text(f"# {_title(root / 'notebooks' / f'{c}.ipynb')}\n\n```{{warning}}\nThis chapter has not been executed in this "
-                               f"build, so it has no results. Run `python -m geed.book run {c} --profile <profile>` and then "
-                               "`python -m geed.book html`.\n```\n")
+                               f"build, so it has no results. Run `python -m geed.report run {c} --profile <profile>` and then "
+                               "`python -m geed.report html`.\n```\n")
     return missing
 
 
@@ -325,7 +271,7 @@ def glance(root: Path | None = None) -> str:
     metas = {c: claims.run_meta(c) for c in names}
     profiles = sorted({m.get("profile", "unknown") for m in metas.values() if m})
     if ledger.empty:
-        return "\n".join(lines + ["No chapter has been executed yet: run `python -m geed.book build`.", ""])
+        return "\n".join(lines + ["No chapter has been executed yet: run `python -m geed.report build`.", ""])
     lines += [f"Executed under the profile {', '.join(f'`{p}`' for p in profiles)}; every verdict is computed from the "
               "chapter's own measurements (see the [claims ledger](chapters/ledger)).", "",
               "| chapter | " + " | ".join(claims.STATUSES) + " | headline claim and its verdict |",
@@ -372,7 +318,7 @@ def build_html(root: Path | None = None) -> None:
 
 def check(profile: str, root: Path | None = None) -> tuple[list, list[str]]:
     """The inputs of the paper's protocol (found or not) and a rough time per chapter for ``profile``."""
-    from . import inputs
+    from geed.report import inputs
 
     root = root or paths.root()
     found = inputs.survey()
@@ -400,7 +346,7 @@ def build(profile: str = "default", only: list[str] | None = None, html: bool = 
           accept_substitutes: bool = False) -> None:
     root = root or paths.root()
     if profile == "paper" and not accept_substitutes:
-        from . import inputs
+        from geed.report import inputs
 
         lacking = inputs.missing()
         if lacking:
@@ -440,7 +386,7 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m geed.book", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m geed.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="execute every chapter under a profile, then compile the HTML")
     b.add_argument("--profile", default="default")

@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .groups import disc_mask, rotate_batch
+from geed.groups import disc_mask, rotate_batch
 
 __all__ = ["PatchTask", "get_task", "TASKS", "SIZE"]
 

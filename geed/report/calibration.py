@@ -1,9 +1,9 @@
 """False-verdict rates and power of the ledger's rules, by simulation.
 
-Each recorded :class:`geed.claims.Verdict` carries the shape of its rule (``spec``: the kind of
+Each recorded :class:`geed.report.claims.Verdict` carries the shape of its rule (``spec``: the kind of
 rule, and for every part the sizes and weights of the groups it contrasts). :func:`simulate`
 draws thousands of tables of that shape from normal distributions and applies the *same*
-decision function the ledger uses (:func:`geed.claims.decide`):
+decision function the ledger uses (:func:`geed.report.claims.decide`):
 
 * **false-verdict rate**: with no effect in any part, the share of verdicts other than
   *inconclusive*; for a claim about every part, also the share of *holds* when one part has no
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .claims import ALPHA, _p_above, _p_below, _t_stats, decide
+from geed.report.claims import ALPHA, _p_above, _p_below, _t_stats, decide
 
 __all__ = ["simulate", "false_verdict_rate", "power", "detectable_effect", "rates"]
 

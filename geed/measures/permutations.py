@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .actions import SpatialAction, _as_permutation
-from .groups import Group
-from .metrics import _cosine
+from geed.actions import SpatialAction, _as_permutation
+from geed.groups import Group
+from geed.metrics import _cosine
 
 __all__ = ["similarity_matrix", "match_permutations", "matched_action", "permutation_agreement"]
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from . import paths
+from geed.report import paths
 
 __all__ = ["ResultCache", "code_version", "fingerprint", "CacheCorruptionWarning"]
 

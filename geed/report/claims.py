@@ -42,7 +42,7 @@ describe the trained models themselves against a stated bar; there is no samplin
 return *holds* or *does not hold*. :func:`all_of` joins parts of one claim.
 
 Every :class:`Verdict` carries ``spec``, the shape of its rule (kind, number of parts, models per
-side, pairing, margin in units of the measured spread), from which :mod:`geed.calibration`
+side, pairing, margin in units of the measured spread), from which :mod:`geed.report.calibration`
 simulates its false-verdict rate and power.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import stats as _st
 
-from . import paths
+from geed.report import paths
 
 __all__ = [
     "Verdict", "Difference", "difference", "contrast", "greater", "greater_for_all", "greater_for_some", "no_decrease",

@@ -39,13 +39,41 @@ def test_parameter_rules_accept_the_profiles_of_this_project():
             book.resolve_parameters(chapter, profile, root=ROOT)  # raises on any problem
 
 
-def test_types_follow_the_notebook_defaults():
-    defaults = parameters.notebook_defaults("a = 1\nb = 0.5  # c\nc = [1.0, 2.0]\nd = None\ne = True\nf = 'x'\n")
+def test_types_follow_the_notebook_defaults(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("a = 1\nb = 0.5  # c\nc = [1.0, 2.0]\nd = None\ne = True\nf = 'x'\n", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("g = 2  # not a parameter")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "demo.ipynb")
+    defaults = book._notebook_defaults(tmp_path / "demo.ipynb")  # read by papermill's own inspect_notebook
     assert defaults == {"a": 1, "b": 0.5, "c": [1.0, 2.0], "d": None, "e": True, "f": "x"}
     ok = {"a": 3, "b": 2, "c": [0, 0.5], "d": "/some/path", "e": False, "f": "y"}
     assert parameters.check("demo", ok, defaults) == []
     bad = {"a": 1.5, "b": "1", "c": ["x"], "d": 3, "e": 1, "f": 2}
     assert len(parameters.check("demo", bad, defaults)) == 6
+
+
+def test_shared_parameters_are_declared_once_and_given_to_each_chapter(tmp_path):
+    root = _project(tmp_path, ["profile = 'x'\nwidth = 1.0\nn_points = 1", "print(width)"],
+                    profile="shared:\n  models:\n    chapters: [demo]\n    width: 0.5\ndemo:\n  n_points: 2\n")
+    assert book.load_profile("default", root)["demo"] == {"width": 0.5, "n_points": 2}
+    (root / "profiles" / "clash.yml").write_text("shared:\n  models:\n    chapters: [demo]\n    width: 0.5\ndemo:\n  width: 2.0\n")
+    with pytest.raises(book.BuildError, match=r"demo sets \['width'\], which shared.models declares"):
+        book.load_profile("clash", root)
+    (root / "profiles" / "nowhere.yml").write_text("shared:\n  models:\n    chapters: [nope]\n    width: 0.5\n")
+    with pytest.raises(book.BuildError, match="shared.models.chapters"):
+        book.load_profile("nowhere", root)
+
+
+def test_the_notebooks_defaults_agree_on_every_shared_parameter():
+    """Run without a profile, the chapters that share models still train the same ones: their
+    notebooks' defaults agree with each other and with the default profile's shared block."""
+    for group, block in book.shared_parameters("default", ROOT).items():
+        block = dict(block)
+        names = block.pop("chapters")
+        for name in names:
+            defaults = book._notebook_defaults(ROOT / "notebooks" / f"{name}.ipynb")
+            assert {k: defaults[k] for k in block} == block, (group, name)
 
 
 def test_a_bad_profile_stops_the_build_before_the_first_chapter(tmp_path, monkeypatch):

@@ -72,6 +72,9 @@ def chapters(root: Path | None = None) -> list[str]:
 
 
 def load_profile(name: str, root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Each chapter's parameters under a profile. A profile's ``shared`` block declares parameters
+    that several chapters must agree on once (``shared: {digit_models: {chapters: [...], width: ...}}``);
+    they are given to each chapter named, and a chapter that also sets one is an error."""
     import yaml
 
     root = root or paths.root()
@@ -80,21 +83,46 @@ def load_profile(name: str, root: Path | None = None) -> dict[str, dict[str, Any
         known = sorted(p.stem for p in (root / "profiles").glob("*.yml"))
         raise BuildError(f"unknown profile {name!r}; known profiles: {known}")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - set(chapters(root))
+    shared = data.pop("shared", None) or {}
+    known = set(chapters(root))
+    unknown = set(data) - known
     if unknown:
         raise BuildError(f"profile {name!r} names chapters that are not in _toc.yml: {sorted(unknown)}")
+    for group, block in shared.items():
+        block = dict(block or {})
+        names = block.pop("chapters", None)
+        if not isinstance(names, list) or not names or set(names) - known:
+            raise BuildError(f"profile {name!r}: shared.{group}.chapters must list chapters of _toc.yml; got {names!r}")
+        for chapter in names:
+            own = dict(data.get(chapter) or {})
+            clash = sorted(set(own) & set(block))
+            if clash:
+                raise BuildError(f"profile {name!r}: {chapter} sets {clash}, which shared.{group} declares for {names}; set them in one place")
+            data[chapter] = {**block, **own}
     return data
 
 
-def _notebook_defaults(nb_path: Path) -> dict[str, Any]:
-    """The parameters of a chapter notebook with their defaults (its cell tagged ``parameters``)."""
-    import nbformat
+def shared_parameters(name: str, root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """A profile's ``shared`` block: group -> {"chapters": [...], parameter: value, ...}."""
+    import yaml
 
-    nb = nbformat.read(nb_path, as_version=4)
+    root = root or paths.root()
+    return (yaml.safe_load((root / "profiles" / f"{name}.yml").read_text()) or {}).get("shared") or {}
+
+
+def _notebook_defaults(nb_path: Path) -> dict[str, Any]:
+    """The parameters of a chapter notebook with their defaults (its cell tagged ``parameters``), as
+    papermill reads them; each default must be a literal."""
+    import ast
+
+    import papermill
+
     out: dict[str, Any] = {}
-    for cell in nb.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            out.update(parameters.notebook_defaults(cell.source))
+    for name, info in papermill.inspect_notebook(str(nb_path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            raise BuildError(f"{nb_path.name}: the default of parameter {name!r} is not a literal: {info['default']}") from None
     return out
 
 

@@ -8,12 +8,11 @@ with one message that names each bad parameter.
 """
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["Rule", "RULES", "notebook_defaults", "check"]
+__all__ = ["Rule", "RULES", "check"]
 
 
 @dataclass(frozen=True)
@@ -94,18 +93,6 @@ RULES: dict[str, Rule] = {
     "size": Rule(lambda v: 9 <= v <= 225 and v % 2 == 1, "an odd integer from 9 to 225 (quarter turns must be exact)"),
     "weights_source": Rule(lambda v: v in ("auto", "published", "offline"), "one of 'auto', 'published', 'offline'"),
 }
-
-
-def notebook_defaults(source: str) -> dict[str, Any]:
-    """The literal defaults assigned in a parameters cell (``name = value  # comment``)."""
-    out: dict[str, Any] = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    out[t.id] = ast.literal_eval(node.value)
-    return out
 
 
 def _type_name(v: Any) -> str:

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -7,10 +6,9 @@ import torch
 import geed
 from geed.actions import InducedAction, SpatialAction, TrivialAction
 from geed.examples import EquivariantMap, hand_example, proposition_31_example
-from geed.metrics import channelwise_eed, geed as geed_metric, latent_eed, orbit_mean, softmax_eed
+from geed.metrics import geed as geed_metric, latent_eed, orbit_mean, softmax_eed
 from geed.models import create_model
 from geed.models.digits import GroupAveraged
-from tests.helpers import smooth_images
 
 
 @pytest.mark.parametrize("group", ["C4", "D4", "flip"])

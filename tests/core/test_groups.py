@@ -1,9 +1,8 @@
-import math
 
 import pytest
 import torch
 
-from geed.groups import CyclicGroup, DihedralGroup, Element, ReflectionGroup, TranslationGroup, get_group, rotate
+from geed.groups import CyclicGroup, DihedralGroup, ReflectionGroup, TranslationGroup, get_group, rotate
 from tests.helpers import smooth_images
 
 
@@ -38,16 +37,40 @@ def test_identity_first_and_inverses():
             assert g.compose(i, g.inverse(i)) == 0
 
 
-def test_rotation_direction_matches_rot90_and_e2cnn_convention():
+def test_rotation_direction_matches_rot90():
     x = torch.randn(2, 1, 11, 11, dtype=torch.float64)
-    # the interpolated path at exactly 90 degrees agrees with the exact permutation
-    import torch.nn.functional as F
-
     c8 = CyclicGroup(8)
     assert torch.equal(c8.act(x, 2), torch.rot90(x, 1, dims=(-2, -1)))
     # bilinear rotation by 90 through grid_sample matches rot90 (direction check of the interpolation path)
     y = rotate(x, 90.0 + 1e-9)
     assert torch.allclose(y, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-6)
+
+
+@pytest.mark.parametrize("group_name, n, flip", [("C8", 8, False), ("D4", 4, True)])
+def test_the_action_on_images_and_on_regular_fields_is_e2cnns(group_name, n, flip):
+    """Our element k (and the flip) acts on an input image and on a regular feature field exactly as
+    e2cnn's ``GeometricTensor.transform`` does with the same rotation: the same spatial direction and
+    the same channel permutation (e2cnn transforms grids only by multiples of 90 degrees)."""
+    from e2cnn import gspaces, nn as enn
+
+    from geed.actions import field_type_action
+
+    gspace = gspaces.FlipRot2dOnR2(n) if flip else gspaces.Rot2dOnR2(n)
+    ours = get_group(group_name)
+    trivial, regular = enn.FieldType(gspace, [gspace.trivial_repr]), enn.FieldType(gspace, [gspace.regular_repr])
+    x = torch.randn(2, 1, 9, 9)
+    h = torch.randn(2, regular.size, 9, 9)
+    action = field_type_action(ours, regular)
+    checked = 0
+    for i, e in enumerate(ours.elements):
+        if e.angle % 90:
+            continue
+        k = int(round(e.angle / (360 / n))) % n
+        element = (int(e.flip), k) if flip else k
+        assert torch.allclose(ours.act(x, i), enn.GeometricTensor(x, trivial).transform(element).tensor, atol=1e-6), e
+        assert torch.allclose(action.act(h, i), enn.GeometricTensor(h, regular).transform(element).tensor, atol=1e-6), e
+        checked += 1
+    assert checked == (8 if flip else 4)
 
 
 def test_flip_is_left_right_mirror():

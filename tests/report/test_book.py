@@ -1,5 +1,4 @@
 """The build driver: profiles, parameters, failing chapters never published, tagging, offline vega."""
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -7,7 +6,7 @@ import pytest
 
 from geed.report import book
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _project(tmp_path: Path, cells: list[str]) -> Path:

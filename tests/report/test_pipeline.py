@@ -8,7 +8,7 @@ import pytest
 
 from geed.report import Chapter, book, claims, parameters, paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- parameters

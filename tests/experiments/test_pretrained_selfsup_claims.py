@@ -1,0 +1,109 @@
+"""Patch tasks, resumable training with each objective, and the claim rules of Sections 4.3 and 4.4."""
+import itertools
+
+import numpy as np
+
+import pandas as pd
+
+import pytest
+
+
+from geed.report import claims as C
+
+from geed.experiments.pretrained import claims_43
+
+from geed.experiments.selfsup import LABELS, claims_44, summary
+
+
+
+
+
+def _track43(scratch_better: bool, reverse: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A synthetic tracking table; the metrics in ``reverse`` order the initialisations the other way."""
+    rng = np.random.default_rng(0)
+    rows, acc = [], []
+    for arch, init, seed, step in itertools.product(["a", "b"], ["from scratch", "pretrained"], range(4), [0, 10, 20]):
+        trend = 1 + (0.002 if init == "from scratch" else -0.002) * step
+        for metric, group in (("latent_l2", "C8"), ("latent_l2", "D8"), ("latent_cosine", "C8"), ("softmax", "C8")):
+            low = ((init == "from scratch") == scratch_better) != (metric in reverse)
+            v = (0.2 if low else 0.3) * trend + 1e-4 * rng.normal()
+            rows.append({"arch": arch, "init": init, "seed": seed, "step": step, "metric": metric, "group": group, "value": v})
+        if step == 20:
+            acc.append({"arch": arch, "init": init, "seed": seed, "accuracy": (0.9 if init == "pretrained" else 0.8) + 1e-3 * rng.normal()})
+    return pd.DataFrame(rows), pd.DataFrame(acc)
+
+def _verdicts43(*args, **kw) -> dict[str, str]:
+    return {cid: verdict.verdict for cid, _, _, verdict in claims_43(*args, **kw)}
+
+def _table44(simclr_level: float, n_seeds: int = 1, dino_cosine: float = 0.4, rank: dict | None = None) -> pd.DataFrame:
+    rank = rank or {}
+    rng = np.random.default_rng(0)
+    levels = {"supervised": 0.3, "simclr": simclr_level, "dino": 0.4}
+    rows = []
+    for (kind, lvl), seed, metric, i in itertools.product(levels.items(), range(n_seeds), ["latent_l2", "latent_cosine"], range(50)):
+        if kind == "dino" and metric == "latent_cosine":
+            lvl = dino_cosine
+        rows.append({"model": LABELS[kind], "seed": seed, "metric": metric, "sample": i, "value": lvl + 0.01 * rng.normal(),
+                     "M": 10.0 if metric == "latent_l2" else 0.7, "effective_rank": rank.get(kind, 5.0)})
+    return pd.DataFrame(rows)
+
+def _verdicts44(table: pd.DataFrame) -> dict[str, str]:
+    return {cid: verdict.verdict for cid, _, _, verdict in claims_44(table)}
+
+
+
+def test_claims_43_follow_the_numbers():
+    v = _verdicts43(*_track43(True))
+    assert v["4.3-1-a"] == v["4.3-1-b"] == v["4.3-1-D8-a"] == C.HOLDS
+    assert v["4.3-2-a"] == v["4.3-3-b"] == v["4.3-4-a"] == C.HOLDS
+    # every metric orders the initialisations the same way: neither "depends on the metric" claim holds
+    assert v["4.3-5-a"] == v["4.3-5-b"] == v["4.3-6"] == C.FAILS
+    flipped = _verdicts43(*_track43(False))
+    assert flipped["4.3-1-a"] == flipped["4.3-1-D8-b"] == C.FAILS
+    reversed_ = _verdicts43(*_track43(True, reverse=("softmax", "latent_cosine")))
+    assert reversed_["4.3-5-a"] == reversed_["4.3-5-b"] == reversed_["4.3-6"] == C.HOLDS
+
+
+
+def test_claims_43_on_stand_in_weights_are_not_tested():
+    v = _verdicts43(*_track43(True), stand_in={"a": "120 iterations on nine photographs"})
+    assert v["4.3-1-a"] == v["4.3-3-a"] == v["4.3-4-a"] == v["4.3-5-a"] == C.NOT_TESTED
+    assert v["4.3-2-a"] == C.HOLDS  # a claim about training from scratch needs no pretrained weights
+    assert v["4.3-1-b"] == C.HOLDS and v["4.3-6"] == C.FAILS  # judged on the genuine architecture alone
+    both = _verdicts43(*_track43(True), stand_in={"a": "x", "b": "y"})
+    assert both["4.3-6"] == C.NOT_TESTED
+    details = {cid: verdict for cid, _, _, verdict in claims_43(*_track43(True), stand_in={"a": "x"})}
+    assert "on the stand-in the rule gives: holds" in details["4.3-1-a"].figures
+
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_claims_44_follow_the_numbers(n_seeds):
+    # DINO above the supervised model in both distances: the order does not depend on the distance
+    assert _verdicts44(_table44(0.1, n_seeds)) == {"4.4-1": C.HOLDS, "4.4-2": C.HOLDS, "4.4-3": C.FAILS}
+    assert _verdicts44(_table44(0.1, n_seeds, dino_cosine=0.2)) == {"4.4-1": C.HOLDS, "4.4-2": C.HOLDS, "4.4-3": C.HOLDS}
+    v = _verdicts44(_table44(0.5, n_seeds))
+    assert v["4.4-1"] == v["4.4-2"] == C.FAILS
+    s = summary(_table44(0.1, n_seeds))
+    assert set(s["interval"]) == {"across inputs" if n_seeds == 1 else "across models"}
+
+
+
+def test_claims_44_with_a_collapsed_model_are_not_tested():
+    table = _table44(0.1, 3, rank={"dino": 1.2})
+    assert _verdicts44(table) == {"4.4-1": C.HOLDS, "4.4-2": C.NOT_TESTED, "4.4-3": C.NOT_TESTED}
+    verdict = {cid: v for cid, _, _, v in claims_44(table)}["4.4-2"]
+    assert verdict.history.startswith("without the collapse check: holds")
+
+
+
+def test_the_papers_published_models_are_judged_when_measured():
+    from geed.experiments.selfsup import PUBLISHED
+
+    ours = _table44(0.1, 1)
+    assert not any(cid.endswith("-published") for cid in _verdicts44(ours))
+    names = {LABELS["supervised"]: PUBLISHED["resnet50"], LABELS["simclr"]: PUBLISHED["resnet50.simclr"], LABELS["dino"]: PUBLISHED["resnet50.dino"]}
+    published = ours.assign(model=ours["model"].map(names))
+    v = _verdicts44(pd.concat([ours, published]))
+    assert v["4.4-1-published"] == v["4.4-2-published"] == C.HOLDS and v["4.4-3-published"] == C.FAILS
+

@@ -47,6 +47,7 @@ def digits():
     return rotated_digits("test").subset(16).x
 
 
+@pytest.mark.slow
 def test_c8_steerable_exact_at_90_degrees_with_floor_at_45(digits):
     images = digits
     model = create_model("c8cnn", seed=0).eval()

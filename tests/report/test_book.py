@@ -64,6 +64,7 @@ def test_successful_chapter_is_published_with_parameter_cells_hidden(tmp_path, m
     assert "n is 7" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_vega_bundle_is_local_and_declares_versions(tmp_path):
     path = book.write_vega_bundle(tmp_path)
     head = path.read_text()[:300]

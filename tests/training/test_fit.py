@@ -74,6 +74,7 @@ def test_augment_flips_about_half_crops_and_jitters_reproducibly():
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["supervised", "simclr", "dino"])
 def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, objective):
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=4, record_every=2, batch_size=4)
@@ -137,6 +138,7 @@ def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_pat
 
 
 
+@pytest.mark.slow
 def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
     res = train(cfg, tmp_path, progress=False)

@@ -10,6 +10,7 @@ Tables are tidy: one row per (family, seed, step or data set, metric, layer) wit
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,17 @@ from geed.training import TrainConfig, TrainResult, load_checkpoint, train, trai
 __all__ = ["FAMILIES", "train_family", "track_training", "ood_measurements", "LATENT_METRICS"]
 
 FAMILIES = {"cnn": "CNN", "c8cnn": "C8-CNN"}
+PAPER_GROUP = "C8"  # the group of the paper's measurements; a chapter parameter may choose another
+
+
+def in_group(claims: list[tuple], group: str) -> list[tuple]:
+    """The paper's claims as measured under ``group``: "C8-EED" and "C8-equivariant" read as that
+    group's, and a claim measured under another group than the paper's says so."""
+    if group == PAPER_GROUP:
+        return claims
+    note = f" (measured under {group}; the paper measures under {PAPER_GROUP})"
+    return [(cid, src, re.sub(r"\bC8-(EED|equivariant|equivariance)", rf"{group}-\1", text) + note, verdict)
+            for cid, src, text, verdict in claims]
 LATENT_METRICS = ("latent_l2", "latent_cosine", "latent_cosine_unnormalised")
 
 
@@ -63,12 +75,14 @@ def _measure(model, x, x_ref, group, blocks=True) -> list[dict]:
     return rows
 
 
-def track_training(results: list[TrainResult], n_points: int, n_reference: int, seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """G-EED of every checkpoint of every model, on ``n_points`` rotated test digits (M over ``n_reference``)."""
+def track_training(results: list[TrainResult], n_points: int, n_reference: int, seed: int = 0, progress: bool = True,
+                   group: str = PAPER_GROUP) -> pd.DataFrame:
+    """G-EED under ``group`` of every checkpoint of every model, on ``n_points`` rotated test digits
+    (M over ``n_reference``)."""
     data = rotated_digits("test")
     x = data.subset(n_points, seed).x
     x_ref = data.subset(n_reference, seed + 1).x
-    group = get_group("C8", mask=True)
+    group = get_group(group, mask=True)
     rows = []
     t0 = time.time()
     for k, res in enumerate(results, 1):
@@ -82,11 +96,11 @@ def track_training(results: list[TrainResult], n_points: int, n_reference: int, 
 
 
 def ood_measurements(trained: dict[str, list[TrainResult]], untrained_seeds: list[int], width: float, sets: list[str],
-                     n_points: int, n_reference: int, seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Latent (l2, normalised by M on the same set) and softmax C8-EED of final models on each data set.
+                     n_points: int, n_reference: int, seed: int = 0, progress: bool = True, group: str = PAPER_GROUP) -> pd.DataFrame:
+    """Latent (l2, normalised by M on the same set) and softmax G-EED under ``group`` of final models on each data set.
 
     ``trained`` maps a label to trained models; ``untrained_seeds`` adds randomly initialised CNNs."""
-    group = get_group("C8", mask=True)
+    group = get_group(group, mask=True)
     models: list[tuple[str, int, torch.nn.Module]] = []
     for label, results in trained.items():
         for res in results:
@@ -132,7 +146,8 @@ def _latent(track: pd.DataFrame, layer: str = "latent") -> pd.DataFrame:
     return track[~is_latent | chosen]
 
 
-def claims_41(track: pd.DataFrame, accuracies: pd.DataFrame, accuracy_bar: float = 0.98, latent_layer: str = "latent") -> list[tuple]:
+def claims_41(track: pd.DataFrame, accuracies: pd.DataFrame, accuracy_bar: float = 0.98, latent_layer: str = "latent",
+              group: str = PAPER_GROUP) -> list[tuple]:
     """Verdicts on the claims of Section 4.1 from the tracking table (see the chapter for the wording).
 
     Families are compared with Welch's t across models; changes of one model (with depth, over
@@ -205,7 +220,7 @@ def claims_41(track: pd.DataFrame, accuracies: pd.DataFrame, accuracy_bar: float
                 C.greater(_values(fin, family="C8-CNN", metric="latent_cosine"), _values(fin, family="CNN", metric="latent_cosine"), "C8-CNN", "CNN")))
     out.append(("4.1-10", "Sec. 4.1, Fig. 8 (right)", "Without the normalisation by M, the cosine version says the opposite: the C8-CNN is more invariant.",
                 C.greater(_values(fin, family="CNN", metric="latent_cosine_unnormalised"), _values(fin, family="C8-CNN", metric="latent_cosine_unnormalised"), "CNN", "C8-CNN")))
-    return out
+    return in_group(out, group)
 
 
 LATENT_CLAIMS = ("4.1-6-latent_l2", "4.1-7", "4.1-9", "4.1-10")
@@ -229,7 +244,7 @@ def latent_dimension_check(track: pd.DataFrame, accuracies: pd.DataFrame) -> pd.
 IN_DISTRIBUTION = "rotated-mnist"
 
 
-def claims_42(ood: pd.DataFrame) -> list[tuple]:
+def claims_42(ood: pd.DataFrame, group: str = PAPER_GROUP) -> list[tuple]:
     """Verdicts on the claims of Section 4.2; "on every data set" claims are intersections (each data
     set at ALPHA/2, the opposite side Holm-corrected)."""
     from geed.report import claims as C
@@ -267,4 +282,4 @@ def claims_42(ood: pd.DataFrame) -> list[tuple]:
             C.difference(v("CNN", "latent_l2", s), v("CNN", "latent_l2", IN_DISTRIBUTION), f"CNN [{s}] - CNN [in-distribution]", paired=True),
             C.difference(v("untrained CNN", "latent_l2", s), v("CNN", "latent_l2", s), f"untrained - CNN [{s}]"))], "comparison")
     out.append(("4.2-7", "Sec. 4.2, summary", claim, verdict))
-    return out
+    return in_group(out, group)

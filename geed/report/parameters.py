@@ -67,6 +67,10 @@ def _datasets() -> Sequence[str]:
     return OFFLINE_SETS + EXTERNAL_SETS
 
 
+def _groups() -> Sequence[str]:
+    return ("C2", "C4", "C8", "C16", "D2", "D4", "D8", "D16", "flip")
+
+
 def _archs() -> Sequence[str]:
     from geed.models.zoo import SPECS
 
@@ -91,6 +95,9 @@ RULES: dict[str, Rule] = {
     "arch": _choices(_archs),
     "init": Rule(lambda v: v in ("imagenet", "scratch"), "one of 'imagenet', 'scratch'"),
     "size": Rule(lambda v: 9 <= v <= 225 and v % 2 == 1, "an odd integer from 9 to 225 (quarter turns must be exact)"),
+    "group": _choices(_groups),
+    # the C8-CNN's hidden layers have an action for the rotations of C8 only (channelwise G-EED)
+    "section41.group": Rule(lambda v: v in ("C2", "C4", "C8"), "one of 'C2', 'C4', 'C8' (the subgroups of the C8-CNN's group)"),
     "weights_source": Rule(lambda v: v in ("auto", "published", "offline"), "one of 'auto', 'published', 'offline'"),
 }
 
@@ -125,7 +132,7 @@ def check(chapter: str, params: dict[str, Any], defaults: dict[str, Any]) -> lis
         if not _same_type(value, default):
             problems.append(f"{name}: expected {_type_name(default)} like the default {default!r}; got {_type_name(value)} {value!r}")
             continue
-        rule = RULES.get(name)
+        rule = RULES.get(f"{chapter}.{name}", RULES.get(name))  # a chapter's own rule first
         if rule is not None and value is not None and not rule.test(value):
             problems.append(f"{name}: must be {rule.says}; got {value!r}")
     return problems

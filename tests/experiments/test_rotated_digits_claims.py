@@ -88,3 +88,15 @@ def test_long_measurements_report_progress(capsys):
     s3.interpolation_floor(x, 0.0417, [0])
     out = capsys.readouterr().out
     assert "[interpolation floor] c8cnn, model 1/1" in out and "[interpolation floor] cnn, model 1/1" in out
+
+
+def test_claims_measured_under_another_group_say_so():
+    acc = pd.DataFrame({"accuracy": [0.99] * 8})
+    paper = {cid: (text, verdict.verdict) for cid, _, text, verdict in claims_41(_track(True), acc)}
+    c4 = {cid: (text, verdict.verdict) for cid, _, text, verdict in claims_41(_track(True), acc, group="C4")}
+    assert {k: v[1] for k, v in paper.items()} == {k: v[1] for k, v in c4.items()}  # the rules do not depend on the name
+    assert "channelwise C8-EED" in paper["4.1-2"][0] and "C4" not in paper["4.1-2"][0]
+    assert "channelwise C4-EED" in c4["4.1-2"][0] and c4["4.1-2"][0].endswith("(measured under C4; the paper measures under C8)")
+    assert "C8-CNN" in c4["4.1-2"][0]  # the model keeps its name
+    text42 = {cid: text for cid, _, text, _ in claims_42(_ood({"untrained CNN": (0.8, 1e-8), "CNN": (0.3, 0.02), "C8-CNN": (0.25, 0.01)}), group="D4")}
+    assert "softmax D4-EED" in text42["4.2-5"] and "measured under D4" in text42["4.2-5"]

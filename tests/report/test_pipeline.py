@@ -233,3 +233,12 @@ def test_time_estimates_scale_the_last_run():
     last = {"n_models": 3, "iterations": 100, "width": 0.0625}
     assert inputs.estimate_seconds("x", {"n_models": 6, "iterations": 100, "width": 0.125}, last, 60.0) == pytest.approx(480.0)
     assert inputs.estimate_seconds("x", last, None, None) is None
+
+
+def test_the_measured_group_is_a_chapter_parameter_checked_per_chapter():
+    assert book.resolve_parameters("section41", "smoke", {"group": "C4"}, root=ROOT)["group"] == "C4"
+    assert book.resolve_parameters("section42", "smoke", {"group": "D4"}, root=ROOT)["group"] == "D4"
+    with pytest.raises(book.BuildError, match="group: must be one of 'C2', 'C4', 'C8'"):
+        book.resolve_parameters("section41", "smoke", {"group": "D4"}, root=ROOT)
+    with pytest.raises(book.BuildError, match="group: must be one or more of"):
+        book.resolve_parameters("section42", "smoke", {"group": "C7"}, root=ROOT)

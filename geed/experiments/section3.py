@@ -1,6 +1,9 @@
 """Section 3 of Kvinge et al.: the definitions, checked on examples with known answers.
 
-Each function returns a tidy DataFrame (one row per measured value) that the chapter charts.
+Each measuring function returns a tidy DataFrame (one row per measured value); :func:`run` makes
+every table of the chapter, :func:`claims_section3` turns them into verdicts with rules fixed here,
+and the ``*_sentence`` functions say in words what a table shows. Exactness is judged with the
+tolerances of :data:`geed.testing.TOLERANCE` (round-off of the precision measured in).
 """
 from __future__ import annotations
 
@@ -13,14 +16,18 @@ import pandas as pd
 import torch
 
 from geed import orbit as ev
+from geed import stats
 from geed.actions import SpatialAction
 from geed.examples import EquivariantMap, hand_example, proposition_31_example
 from geed.groups import get_group
 from geed.metrics import latent_eed, softmax_eed
 from geed.models import create_model
 from geed.models.digits import GroupAveraged, InvariantFeatures
+from geed.testing import TOLERANCE, equivariance_error
 
 __all__ = [
+    "run",
+    "claims_section3",
     "known_answers",
     "composition_error",
     "interpolation_floor",
@@ -47,8 +54,8 @@ def known_answers(x: torch.Tensor) -> pd.DataFrame:
     for g in ("C4", "D4", "flip"):
         grp = get_group(g)
         model = EquivariantMap().to(F64).eval()
-        rep = ev.evaluate(model, x, grp, channelwise={"blur2": SpatialAction(grp)}, logits=False)
-        rows.append(("exactly equivariant map: channelwise G-EED", g, rep[("channelwise", "blur2")].value, -1.0))
+        err = equivariance_error(model, x, grp, layers={"blur2": SpatialAction(grp)}, dtype=F64)["blur2"]
+        rows.append(("exactly equivariant map: 1 + channelwise G-EED (geed.testing.equivariance_error)", g, err, 0.0))
     for g in ("C4", "D4"):
         rep = ev.evaluate(GroupAveraged(_sensitive_cnn(0), g).eval(), x, g)
         rows.append(("group-averaged model: softmax G-EED", g, rep[("softmax", ev.OUTPUT)].value, 0.0))
@@ -192,7 +199,10 @@ def proposition_32(x: torch.Tensor, seed: int = 0) -> pd.DataFrame:
 # --- sentences computed from the tables (a profile can change every one of them) ----------------------
 
 
-def known_answers_sentence(known: pd.DataFrame, tol: float = 1e-9) -> str:
+EXACT64, EXACT32 = TOLERANCE[torch.float64], TOLERANCE[torch.float32]
+
+
+def known_answers_sentence(known: pd.DataFrame, tol: float = EXACT64) -> str:
     """Whether every known answer was reproduced to float64 round-off, and which failed if not."""
     worst = float(known["abs_error"].max())
     if worst <= tol:
@@ -237,3 +247,65 @@ def figure1_sentence(fig1: pd.DataFrame) -> str:
                    f"({'exactly equivariant to 1e-6' if abs(ch + 1) < 1e-6 else 'not exactly equivariant'}) "
                    f"and softmax KL {v[(model, 'softmax (KL)')]:.1e}")
     return "; ".join(out)
+
+
+# ----------------------------------------------------------------------------- the chapter
+def run(x: torch.Tensor, width: float, seeds: list[int], seed: int, cache=None, progress: bool = True) -> dict:
+    """Every table of the chapter from the evaluation digits ``x``; the interpolation floor (the only
+    long part) is cached when a :class:`~geed.report.cache.ResultCache` is given."""
+    few = x[: min(8, len(x))]
+    t: dict = {"known": known_answers(few), "p32": proposition_32(few, seed)}
+    p31 = proposition_31_example()
+    t["p31"] = pd.DataFrame({"map": ["f1 (feature extractor)", "f2 (head)", "f = f2 o f1"], "G-EED (l2)": [p31.f1, p31.f2, p31.f]})
+    t["p312"] = proposition_31_2(x, width, seed)
+    comp = composition_error(x[: min(16, len(x))])
+    t["composition"] = comp.groupby(["group", "mask"], as_index=False)["error"].agg(["mean", "max"]).reset_index()
+    params = dict(n_points=len(x), width=width, seeds=list(seeds))
+    compute = lambda: interpolation_floor(x, width, list(seeds), progress=progress)  # noqa: E731
+    floor, t["floor_cached"] = cache.get_or_compute("section3-floor", params, compute, data=x) if cache is not None else (compute(), False)
+    floor["model"] = floor["family"].map({"c8cnn": "C8-CNN", "cnn": "CNN"})
+    floor["setting"] = floor["group"] + floor["mask"].map({True: ", masked", False: ", no mask"})
+    t["floor"] = floor
+    t["floor_summary"] = stats.summarise(floor, "deviation", ["model", "setting", "block"], across="models")
+    t["normalisation"] = normalisation_by_m(x, width, seed)
+    t["references"] = reference_points(x, width, seed)
+    t["figure1_images"], t["figure1"] = figure1_orbit(x, width, seed)
+    return t
+
+
+def claims_section3(t: dict) -> list[tuple]:
+    """Verdicts on the claims of Section 3 from the tables of :func:`run`: ``(id, source, claim, verdict, key)``.
+    Exact values are judged against round-off (:data:`geed.testing.TOLERANCE`), differences between
+    models with the rules of :mod:`geed.report.claims`."""
+    from geed.report import claims as C
+
+    p32, p31, p312, floor, norm = t["p32"], t["p31"].set_index("map")["G-EED (l2)"], t["p312"], t["floor"], t["normalisation"]
+    out = []
+    out.append(("S3-0", "Sec. 3, Prop. 3.2", "G-EED (with a metric) is 0 for a map that is equivariant on the data, and above 0 for one that is not.",
+                C.all_of([C.near_zero(p32[p32["map"] == "equivariant"]["G-EED (l2)"], EXACT64 / 1000, "G-EED of the equivariant map"),
+                          C.exceeds(p32[p32["map"] == "asymmetric filter"]["G-EED (l2)"], 1e-6, "G-EED of the map with an asymmetric filter")]), False))
+    out.append(("S3-1", "Sec. 3, Prop. 3.1(1)", "A composite f = f2 o f1 can be G-invariant although neither f1 nor f2 is.",
+                C.all_of([C.near_zero([p31["f = f2 o f1"]], EXACT64 / 1000, "G-EED of f"),
+                          C.exceeds([p31["f1 (feature extractor)"], p31["f2 (head)"]], 1e-6, "G-EED of f1 and of f2")]), False))
+    inv = p312[p312.model == "features averaged over C4"]
+    plain = p312[(p312.model == "plain CNN") & (p312.metric == "latent_l2")]
+    out.append(("S3-2", "Sec. 3, Prop. 3.1(2)", "If the feature extractor f1 is G-invariant, the whole model f is G-invariant.",
+                C.all_of([C.near_zero(inv[inv.metric == "latent_l2"].value, EXACT64 / 10, "latent C4-EED of the averaged extractor"),
+                          C.near_zero(inv[inv.metric == "softmax"].value, EXACT64 / 10, "softmax C4-EED of the model"),
+                          C.compare(plain.value, inv[inv.metric == "latent_l2"].value, "plain CNN latent C4-EED", "averaged", across="samples")]), False))
+    per_model = floor.groupby(["model", "setting", "seed"], as_index=False)["deviation"].mean()
+    c8_c4 = floor[(floor.model == "C8-CNN") & (floor.group == "C4")]["deviation"]
+    out.append(("S3-3", "Sec. 4.1 (premise)",
+                "A C8 steerable CNN is equivariant at every block, up to the interpolation of 45-degree rotations: exactly so under C4, "
+                "and under C8 far more so than a conventional CNN of the same skeleton.",
+                C.all_of([C.near_zero(c8_c4, EXACT32, "C8-CNN, 1 + channelwise C4-EED per block (float32)"),
+                          C.compare(per_model[(per_model.model == "CNN") & (per_model.setting == "C8, masked")].deviation,
+                                    per_model[(per_model.model == "C8-CNN") & (per_model.setting == "C8, masked")].deviation,
+                                    "CNN mean deviation over blocks (C8, masked)", "C8-CNN")]), True))
+    normed = norm[norm.variant == "normalised by M"]["mean"].to_numpy()
+    raw = norm[norm.variant == "unnormalised"].set_index("scale")["mean"]
+    out.append(("S3-4", "Sec. 3.1, eq. 6 (normalisation by M)",
+                "Dividing latent G-EED by M makes it independent of the scale of the latent space, while the unnormalised value scales with it.",
+                C.all_of([C.near_zero((normed - normed[0]) / normed[0], EXACT64, "relative change of the normalised value across scales"),
+                          C.near_zero([raw[100.0] / raw[1.0] / 100.0 - 1.0], EXACT64, "unnormalised(x100) / (100 x unnormalised) - 1")]), False))
+    return out

@@ -8,7 +8,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-__all__ = ["setup", "points_with_intervals", "lines_with_bands", "image_grid", "reference_rule", "CONTENT_WIDTH", "panels"]
+__all__ = ["setup", "points_with_intervals", "lines_with_bands", "image_grid", "reference_rule", "bars", "against_diagonal",
+           "CONTENT_WIDTH", "panels"]
 
 # Width of the book's content column at a 1280-pixel window, less the output cell's margins: every
 # chart is laid out to fit it (a real-browser test checks that nothing overflows).
@@ -115,3 +116,28 @@ def image_grid(images: np.ndarray, labels: list[str], size: int = 90, columns: i
         facet=alt.Facet("panel:N", sort=alt.SortField("order"), title=None, header=alt.Header(labelLimit=size + SPACING // 2)),
         columns=columns)
     return chart.properties(title=title) if title else chart
+
+
+def bars(df: pd.DataFrame, x: str, y: str, title: str, width: int = 300, height: int = 180) -> alt.Chart:
+    """One bar per row of ``df`` (categories in table order)."""
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X(f"{x}:N", sort=None), y=f"{y}:Q", tooltip=[x, alt.Tooltip(f"{y}:Q", format=".3g")]
+    ).properties(width=min(width, CONTENT_WIDTH - AXIS), height=height, title=title)
+
+
+def against_diagonal(df: pd.DataFrame, x: str, y: str, color: str, facet: str, x_title: str, y_title: str,
+                     tooltip: list[str] | None = None, height: int = 220) -> alt.Chart:
+    """One scatter panel per value of ``facet`` (side by side, fitted to the content column), each
+    with the diagonal y = x dashed: points off it are where the two measurements disagree."""
+    names = sorted(df[facet].unique())
+    _, width = panels(len(names), CONTENT_WIDTH)
+    scatter = alt.Chart().mark_circle(size=40, opacity=0.7).encode(
+        x=alt.X(f"{x}:Q", title=x_title), y=alt.Y(f"{y}:Q", title=y_title), color=alt.Color(f"{color}:N", legend=_legend(color)),
+        tooltip=[*(tooltip or [color]), alt.Tooltip(f"{x}:Q", format=".3g"), alt.Tooltip(f"{y}:Q", format=".3g")])
+    out = []
+    for name in names:
+        sub = df[df[facet] == name]
+        top = float(sub[[x, y]].max().max())
+        diag = alt.Chart(pd.DataFrame({"a": [0.0, top], "b": [0.0, top]})).mark_line(color="gray", strokeDash=[4, 4]).encode(x="a:Q", y="b:Q")
+        out.append(alt.layer(scatter.properties(data=sub), diag).properties(width=width, height=height, title=str(name)))
+    return alt.hconcat(*out)

@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _setup(name: str):
     """(model, channelwise layers, latent layer, input shape) of a benchmark model."""
-    import geed
     from geed.models import create_model
 
     if name in ("cnn", "c8cnn"):

@@ -10,7 +10,6 @@ model on exact groups, higher = more genuinely invariant.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -16,7 +16,6 @@ batched power iteration relies on.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np

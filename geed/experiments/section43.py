@@ -1,0 +1,45 @@
+"""Section 4.3: pretrained vs from-scratch initialisation, tracked over fine-tuning.
+
+``run(params)`` fine-tunes ``n_models`` models per architecture and initialisation (EfficientNet-Lite
+from its ImageNet weights, the paper's four architectures from published weights or an offline
+stand-in) and measures every recorded step; ``claims(tables)`` gives the verdicts (rules in
+:func:`geed.experiments.pretrained.claims_43`).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from geed.data.patches import get_task
+from geed.experiments import pretrained as P
+
+__all__ = ["run", "claims"]
+
+
+def run(params: dict, cache=None, progress: bool = True) -> dict:
+    """Tables of the chapter: ``sources`` (where each architecture's pretrained weights come from),
+    ``sizes``, ``accuracies``, ``track`` (every recorded step), ``results``."""
+    p = params
+    seeds = list(range(p["seed"], p["seed"] + p["n_models"]))
+    sources = {a: P.pretrained_source(a, p["weights_source"], p["pretrain_iterations"], p["batch_size"], p["lr"], p["weights_dir"]) for a in p["archs"]}
+    sources.update({a: P.pretrained_source(a, "published", p["pretrain_iterations"], p["batch_size"], p["lr"], p["weights_dir"])
+                    for a in p["imagenet_archs"]})
+    sizes = {**{a: get_task(P.TARGET_TASK).size for a in p["archs"]}, **{a: p["imagenet_size"] for a in p["imagenet_archs"]}}
+    archs = list(p["imagenet_archs"]) + [a for a in p["archs"] if a not in p["imagenet_archs"]]
+    results = {a: P.train_architecture(a, seeds, p["iterations"], p["record_every"], p["batch_size"], p["lr"], sources[a][:2], size=sizes[a],
+                                       progress=progress) for a in archs}
+    accuracies = pd.DataFrame([{"arch": a, "init": i, "seed": r.config.seed, "accuracy": r.test_accuracy, "training time (s)": r.seconds}
+                               for a, d in results.items() for i, rs in d.items() for r in rs])
+    key = dict(configs=[r.config.name() for d in results.values() for rs in d.values() for r in rs],
+               n_points=p["n_points"], n_reference=p["n_reference"], seed=p["seed"])
+    compute = lambda: P.track(results, p["n_points"], p["n_reference"], p["seed"], progress=progress)  # noqa: E731
+    track, cached = cache.get_or_compute("section43-track", key, compute) if cache is not None else (compute(), False)
+    stand_in = {a: info["weights"] for a, (label, _, info) in sources.items() if not label.startswith("published")}
+    return {"sources": sources, "sizes": sizes, "archs": archs, "results": results, "accuracies": accuracies, "track": track,
+            "track_cached": cached, "stand_in": stand_in}
+
+
+def claims(tables: dict) -> list[tuple]:
+    """``(id, source, claim, verdict, key)`` for every claim of Section 4.3; the first architecture's 4.3-1 is the headline."""
+    headline = f"4.3-1-{tables['archs'][0]}"
+    return [(cid, src, text, verdict, cid == headline)
+            for cid, src, text, verdict in P.claims_43(tables["track"], tables["accuracies"], stand_in=tables["stand_in"])]

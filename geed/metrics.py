@@ -273,22 +273,30 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     return EEDResult("channelwise", per_pair, meta=meta)
 
 
-def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"]) -> float:
-    """Mean l2 distance (or mean cosine *similarity*) between distinct points of ``Z`` (n, k): the M of eq. 6."""
-    Z = _flat(Z).double()
+def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int = 256) -> float:
+    """Mean l2 distance (or mean cosine *similarity*) between distinct points of ``Z`` (n, k): the M of eq. 6.
+
+    Computed in float64 over ``block`` x ``block`` tiles of pairs, so that memory beyond ``Z`` itself
+    does not grow with n."""
+    Z = _flat(Z)
     n = Z.shape[0]
     if n < 2:
         raise ValueError(f"the normaliser M needs at least 2 reference points; got {n}")
-    off = ~torch.eye(n, dtype=torch.bool, device=Z.device)
-    if distance == "l2":
-        d = torch.cdist(Z, Z)
-    elif distance == "cosine":
-        norms = torch.linalg.vector_norm(Z, dim=1, keepdim=True).clamp_min(1e-30)
-        u = Z / norms
-        d = u @ u.T
-    else:
+    if distance not in ("l2", "cosine"):
         raise ValueError(f"latent distance must be 'l2' or 'cosine'; got {distance!r}")
-    return float(d[off].mean())
+
+    def rows(s: int) -> torch.Tensor:
+        z = Z[s : s + block].double()
+        return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-30) if distance == "cosine" else z
+
+    total = 0.0
+    for i in range(0, n, block):
+        a = rows(i)
+        for j in range(0, n, block):
+            b = a if j == i else rows(j)
+            d = torch.cdist(a, b) if distance == "l2" else a @ b.T
+            total += float(d.sum() - (d.diagonal().sum() if j == i else 0.0))  # the pairs of distinct points only
+    return total / (n * (n - 1))
 
 
 def latent_eed(

@@ -2,7 +2,14 @@
 import pytest
 import torch
 
-from geed.groups import CyclicGroup, DihedralGroup, ReflectionGroup, TranslationGroup, get_group, rotate
+from geed.groups import (
+    CyclicGroup,
+    DihedralGroup,
+    ReflectionGroup,
+    TranslationGroup,
+    get_group,
+    rotate,
+)
 from tests.helpers import smooth_images
 
 
@@ -51,7 +58,8 @@ def test_the_action_on_images_and_on_regular_fields_is_e2cnns(group_name, n, fli
     """Our element k (and the flip) acts on an input image and on a regular feature field exactly as
     e2cnn's ``GeometricTensor.transform`` does with the same rotation: the same spatial direction and
     the same channel permutation (e2cnn transforms grids only by multiples of 90 degrees)."""
-    from e2cnn import gspaces, nn as enn
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
 
     from geed.actions import field_type_action
 

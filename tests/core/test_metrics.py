@@ -6,7 +6,8 @@ import torch
 import geed
 from geed.actions import InducedAction, SpatialAction, TrivialAction
 from geed.examples import EquivariantMap, hand_example, proposition_31_example
-from geed.metrics import geed as geed_metric, latent_eed, orbit_mean, softmax_eed
+from geed.metrics import geed as geed_metric
+from geed.metrics import latent_eed, orbit_mean, softmax_eed
 from geed.models import create_model
 from geed.models.digits import GroupAveraged
 

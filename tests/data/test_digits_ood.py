@@ -1,18 +1,13 @@
-"""Data loaders (embedded and on-disk formats), OOD sets, and seeded, resumable training."""
+"""Digit loaders (embedded and on-disk formats) and the out-of-distribution sets."""
 import pickle
-
 import struct
 
-
 import numpy as np
-
 import pytest
-
 import torch
 
-from geed.data import digits as data, ood
-
-
+from geed.data import digits as data
+from geed.data import ood
 
 
 def _write_idx(folder, prefix, images, labels):
@@ -27,7 +22,6 @@ def _mnist_files(root, name="MNIST", n=20):
         _write_idx(root / name / "raw", prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
 
 
-
 def test_embedded_digits_split_is_fixed_and_disjoint():
     tr, te = data.load_digits("train"), data.load_digits("test")
     assert tr.x.shape[1:] == (1, 29, 29) and len(tr) == 3600 and len(te) == 900
@@ -39,7 +33,6 @@ def test_embedded_digits_split_is_fixed_and_disjoint():
         data.load_digits("val")
 
 
-
 def test_full_mnist_loader_reads_torchvision_files(tmp_path, monkeypatch):
     _mnist_files(tmp_path)
     d = data.load_digits("test", root=tmp_path)
@@ -49,7 +42,6 @@ def test_full_mnist_loader_reads_torchvision_files(tmp_path, monkeypatch):
     monkeypatch.setenv(data.MNIST_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="no MNIST files"):
         data.load_digits("train")
-
 
 
 def test_external_sets_read_from_written_files(tmp_path):
@@ -76,13 +68,11 @@ def test_external_sets_read_from_written_files(tmp_path):
         ood.ood_set("imagenet", 5)
 
 
-
 @pytest.mark.parametrize("name", ood.OFFLINE_SETS)
 def test_offline_ood_sets(name):
     x = ood.ood_set(name, 12)
     assert x.shape == (12, 1, 29, 29) and x.dtype == torch.float32
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0
-
 
 
 def test_corruptions_change_images_but_keep_range():

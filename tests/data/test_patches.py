@@ -1,57 +1,9 @@
-"""Patch tasks, resumable training with each objective, and the claim rules of Sections 4.3 and 4.4."""
-import itertools
-
-import numpy as np
-
-import pandas as pd
-
+"""The image-patch tasks of Sections 4.3 and 4.4."""
 import pytest
-
 import torch
 
-
-from geed.experiments.pretrained import claims_43
-
-from geed.experiments.selfsup import LABELS, claims_44
-
-
-
-from geed.groups import disc_mask
-
 from geed.data.patches import SIZE, get_task
-
-def _track43(scratch_better: bool, reverse: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A synthetic tracking table; the metrics in ``reverse`` order the initialisations the other way."""
-    rng = np.random.default_rng(0)
-    rows, acc = [], []
-    for arch, init, seed, step in itertools.product(["a", "b"], ["from scratch", "pretrained"], range(4), [0, 10, 20]):
-        trend = 1 + (0.002 if init == "from scratch" else -0.002) * step
-        for metric, group in (("latent_l2", "C8"), ("latent_l2", "D8"), ("latent_cosine", "C8"), ("softmax", "C8")):
-            low = ((init == "from scratch") == scratch_better) != (metric in reverse)
-            v = (0.2 if low else 0.3) * trend + 1e-4 * rng.normal()
-            rows.append({"arch": arch, "init": init, "seed": seed, "step": step, "metric": metric, "group": group, "value": v})
-        if step == 20:
-            acc.append({"arch": arch, "init": init, "seed": seed, "accuracy": (0.9 if init == "pretrained" else 0.8) + 1e-3 * rng.normal()})
-    return pd.DataFrame(rows), pd.DataFrame(acc)
-
-def _verdicts43(*args, **kw) -> dict[str, str]:
-    return {cid: verdict.verdict for cid, _, _, verdict in claims_43(*args, **kw)}
-
-def _table44(simclr_level: float, n_seeds: int = 1, dino_cosine: float = 0.4, rank: dict | None = None) -> pd.DataFrame:
-    rank = rank or {}
-    rng = np.random.default_rng(0)
-    levels = {"supervised": 0.3, "simclr": simclr_level, "dino": 0.4}
-    rows = []
-    for (kind, lvl), seed, metric, i in itertools.product(levels.items(), range(n_seeds), ["latent_l2", "latent_cosine"], range(50)):
-        if kind == "dino" and metric == "latent_cosine":
-            lvl = dino_cosine
-        rows.append({"model": LABELS[kind], "seed": seed, "metric": metric, "sample": i, "value": lvl + 0.01 * rng.normal(),
-                     "M": 10.0 if metric == "latent_l2" else 0.7, "effective_rank": rank.get(kind, 5.0)})
-    return pd.DataFrame(rows)
-
-def _verdicts44(table: pd.DataFrame) -> dict[str, str]:
-    return {cid: verdict.verdict for cid, _, _, verdict in claims_44(table)}
-
+from geed.groups import disc_mask
 
 
 @pytest.mark.parametrize("name", ["orientation-free", "upright-photos"])
@@ -65,7 +17,6 @@ def test_patch_tasks_are_masked_reproducible_and_labelled(name):
     assert torch.equal(x, x2)
     xt, _ = task.fixed("train", 40, seed=3)
     assert not torch.equal(x, xt)
-
 
 
 def test_patch_task_errors():

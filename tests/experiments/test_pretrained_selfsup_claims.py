@@ -1,21 +1,13 @@
-"""Patch tasks, resumable training with each objective, and the claim rules of Sections 4.3 and 4.4."""
+"""The claim rules of Sections 4.3 and 4.4 on synthetic tables whose verdicts are known."""
 import itertools
 
 import numpy as np
-
 import pandas as pd
-
 import pytest
 
-
-from geed.report import claims as C
-
 from geed.experiments.pretrained import claims_43
-
 from geed.experiments.selfsup import LABELS, claims_44, summary
-
-
-
+from geed.report import claims as C
 
 
 def _track43(scratch_better: bool, reverse: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -51,7 +43,6 @@ def _verdicts44(table: pd.DataFrame) -> dict[str, str]:
     return {cid: verdict.verdict for cid, _, _, verdict in claims_44(table)}
 
 
-
 def test_claims_43_follow_the_numbers():
     v = _verdicts43(*_track43(True))
     assert v["4.3-1-a"] == v["4.3-1-b"] == v["4.3-1-D8-a"] == C.HOLDS
@@ -62,7 +53,6 @@ def test_claims_43_follow_the_numbers():
     assert flipped["4.3-1-a"] == flipped["4.3-1-D8-b"] == C.FAILS
     reversed_ = _verdicts43(*_track43(True, reverse=("softmax", "latent_cosine")))
     assert reversed_["4.3-5-a"] == reversed_["4.3-5-b"] == reversed_["4.3-6"] == C.HOLDS
-
 
 
 def test_claims_43_on_stand_in_weights_are_not_tested():
@@ -76,7 +66,6 @@ def test_claims_43_on_stand_in_weights_are_not_tested():
     assert "on the stand-in the rule gives: holds" in details["4.3-1-a"].figures
 
 
-
 @pytest.mark.parametrize("n_seeds", [1, 3])
 def test_claims_44_follow_the_numbers(n_seeds):
     # DINO above the supervised model in both distances: the order does not depend on the distance
@@ -88,13 +77,11 @@ def test_claims_44_follow_the_numbers(n_seeds):
     assert set(s["interval"]) == {"across inputs" if n_seeds == 1 else "across models"}
 
 
-
 def test_claims_44_with_a_collapsed_model_are_not_tested():
     table = _table44(0.1, 3, rank={"dino": 1.2})
     assert _verdicts44(table) == {"4.4-1": C.HOLDS, "4.4-2": C.NOT_TESTED, "4.4-3": C.NOT_TESTED}
     verdict = {cid: v for cid, _, _, v in claims_44(table)}["4.4-2"]
     assert verdict.history.startswith("without the collapse check: holds")
-
 
 
 def test_the_papers_published_models_are_judged_when_measured():

@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from geed.report import claims as C
 from geed.experiments.rotated_digits import claims_41, claims_42
+from geed.report import claims as C
 
 
 def _track(c8_better: bool) -> pd.DataFrame:

@@ -5,11 +5,21 @@ import torch
 
 import geed
 from geed.groups import disc_mask
+from geed.measures.permutations import (
+    match_permutations,
+    matched_action,
+    permutation_agreement,
+    similarity_matrix,
+)
+from geed.measures.saliency import logit_invariance_penalty, saliency_invariance
+from geed.measures.sensitivity import (
+    jacobian_spectral_norm,
+    lie_derivative,
+    perturbation_control,
+    rotate_differentiable,
+)
 from geed.models import create_model
 from geed.models.digits import GroupAveraged
-from geed.measures.permutations import match_permutations, matched_action, permutation_agreement, similarity_matrix
-from geed.measures.saliency import logit_invariance_penalty, saliency_invariance
-from geed.measures.sensitivity import jacobian_spectral_norm, lie_derivative, perturbation_control, rotate_differentiable
 from tests.helpers import smooth_images
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import geed
-from geed.testing import assert_equivariant, equivariance_error
 from geed.metrics import channelwise_eed
 from geed.models import create_model, is_digit_model, list_models
 from geed.models.digits import ConvNet, GaussianPool2d, SteerableCNN
+from geed.testing import assert_equivariant, equivariance_error
 from tests.helpers import smooth_images
 
 

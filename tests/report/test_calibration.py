@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geed.report import calibration as K
-from geed.report import claims as C
 from geed.experiments import pretrained as P
 from geed.experiments import rotated_digits as rd
 from geed.experiments import selfsup as S
+from geed.report import calibration as K
+from geed.report import claims as C
 
 N_SIMS = 4000
 SLACK = 3 * np.sqrt(0.05 * 0.95 / N_SIMS)  # three Monte-Carlo standard errors at the nominal rate

@@ -1,33 +1,11 @@
-"""Data loaders (embedded and on-disk formats), OOD sets, and seeded, resumable training."""
-
-import struct
-
-
-import numpy as np
-
+"""Seeded, resumable training of the digit models: resume, reload, corrupt checkpoints, progress lines."""
 import pytest
-
 import torch
 
 from geed.data import digits as data
-
-from tests.helpers import interrupt_before_saving
-
-from geed.training.checkpoints import kept_state
-
 from geed.training import TrainConfig, accuracy, load_checkpoint, train
-
-def _write_idx(folder, prefix, images, labels):
-    folder.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.astype(np.uint8).tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes())
-
-def _mnist_files(root, name="MNIST", n=20):
-    rng = np.random.default_rng(0)
-    for prefix in ("train", "t10k"):
-        _write_idx(root / name / "raw", prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
-
+from geed.training.checkpoints import kept_state
+from tests.helpers import interrupt_before_saving
 
 
 def test_training_is_seeded_resumable_and_reloadable(tmp_path, monkeypatch):
@@ -48,7 +26,6 @@ def test_training_is_seeded_resumable_and_reloadable(tmp_path, monkeypatch):
     c = train(cfg, tmp_path / "a", tr, te, progress=False)  # finished: reloaded, not retrained
     assert c.resumed_from == cfg.iterations and c.test_accuracy == a.test_accuracy
     assert 0.0 <= accuracy(c.model(), te) <= 1.0
-
 
 
 @pytest.mark.parametrize("family", ["c8cnn-tiny", "cnn-tiny"])
@@ -76,13 +53,11 @@ def test_a_saved_model_loads_back_to_the_same_function(tmp_path, family):
         assert not torch.allclose(fresh(x), live(x), atol=1e-3)
 
 
-
 def test_train_config_errors():
     with pytest.raises(ValueError, match="iterations"):
         TrainConfig(iterations=-1)
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="step")
-
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
@@ -101,7 +76,6 @@ def test_a_corrupt_checkpoint_of_a_finished_training_is_named_and_retrained(tmp_
     for s, p in again.checkpoints.items():  # rewritten from the last good checkpoint, identically
         state = kept_state(torch.load(p, weights_only=False))
         assert all(torch.equal(state[k], reference[s][k]) for k in state)
-
 
 
 def test_the_first_loss_line_after_a_resume_averages_the_steps_it_covers(tmp_path, capsys, monkeypatch):

@@ -1,58 +1,10 @@
-"""Patch tasks, resumable training with each objective, and the claim rules of Sections 4.3 and 4.4."""
-import itertools
-
-import numpy as np
-
-import pandas as pd
-
+"""The training loop with each objective on image patches (supervised, SimCLR-style, DINO-style), and the augmentation."""
 import pytest
-
 import torch
 
-
-from geed.experiments.pretrained import claims_43
-
-from geed.experiments.selfsup import LABELS, claims_44
-
-from geed.training import FitConfig, augment, train
-
-from tests.helpers import interrupt_before_saving
-
-
 from geed.data.patches import SIZE
-
-def _track43(scratch_better: bool, reverse: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A synthetic tracking table; the metrics in ``reverse`` order the initialisations the other way."""
-    rng = np.random.default_rng(0)
-    rows, acc = [], []
-    for arch, init, seed, step in itertools.product(["a", "b"], ["from scratch", "pretrained"], range(4), [0, 10, 20]):
-        trend = 1 + (0.002 if init == "from scratch" else -0.002) * step
-        for metric, group in (("latent_l2", "C8"), ("latent_l2", "D8"), ("latent_cosine", "C8"), ("softmax", "C8")):
-            low = ((init == "from scratch") == scratch_better) != (metric in reverse)
-            v = (0.2 if low else 0.3) * trend + 1e-4 * rng.normal()
-            rows.append({"arch": arch, "init": init, "seed": seed, "step": step, "metric": metric, "group": group, "value": v})
-        if step == 20:
-            acc.append({"arch": arch, "init": init, "seed": seed, "accuracy": (0.9 if init == "pretrained" else 0.8) + 1e-3 * rng.normal()})
-    return pd.DataFrame(rows), pd.DataFrame(acc)
-
-def _verdicts43(*args, **kw) -> dict[str, str]:
-    return {cid: verdict.verdict for cid, _, _, verdict in claims_43(*args, **kw)}
-
-def _table44(simclr_level: float, n_seeds: int = 1, dino_cosine: float = 0.4, rank: dict | None = None) -> pd.DataFrame:
-    rank = rank or {}
-    rng = np.random.default_rng(0)
-    levels = {"supervised": 0.3, "simclr": simclr_level, "dino": 0.4}
-    rows = []
-    for (kind, lvl), seed, metric, i in itertools.product(levels.items(), range(n_seeds), ["latent_l2", "latent_cosine"], range(50)):
-        if kind == "dino" and metric == "latent_cosine":
-            lvl = dino_cosine
-        rows.append({"model": LABELS[kind], "seed": seed, "metric": metric, "sample": i, "value": lvl + 0.01 * rng.normal(),
-                     "M": 10.0 if metric == "latent_l2" else 0.7, "effective_rank": rank.get(kind, 5.0)})
-    return pd.DataFrame(rows)
-
-def _verdicts44(table: pd.DataFrame) -> dict[str, str]:
-    return {cid: verdict.verdict for cid, _, _, verdict in claims_44(table)}
-
+from geed.training import FitConfig, augment, train
+from tests.helpers import interrupt_before_saving
 
 
 def test_augment_flips_about_half_crops_and_jitters_reproducibly():
@@ -73,7 +25,6 @@ def test_augment_flips_about_half_crops_and_jitters_reproducibly():
     assert not torch.equal(out, augment(ramp, torch.Generator().manual_seed(1)))
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["supervised", "simclr", "dino"])
 def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, objective):
@@ -87,7 +38,6 @@ def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, objective):
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], full.model(0).state_dict()[k]) for k in a)  # training changed something
-
 
 
 def test_dino_keeps_the_teacher():
@@ -106,14 +56,12 @@ def test_dino_keeps_the_teacher():
     assert not all(torch.equal(kept[k], student[k]) for k in kept)
 
 
-
 def test_an_unknown_training_device_is_named(monkeypatch):
     from geed.training import training_device
 
     monkeypatch.setenv("GEED_DEVICE", "warp-drive")
     with pytest.raises(ValueError, match="GEED_DEVICE='warp-drive'"):
         training_device()
-
 
 
 @pytest.mark.gpu
@@ -123,7 +71,6 @@ def test_fit_on_cuda_saves_checkpoints_that_load_on_the_cpu(tmp_path, objective)
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=2, record_every=1, batch_size=4)
     res = train(cfg, tmp_path, progress=False)
     assert all(p.device.type == "cpu" for p in res.model().parameters())
-
 
 
 def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, capsys):
@@ -137,7 +84,6 @@ def test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does(tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-
 @pytest.mark.slow
 def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
     cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective="supervised", iterations=6, record_every=2, batch_size=4)
@@ -146,7 +92,6 @@ def test_only_the_newest_checkpoint_keeps_the_training_state(tmp_path):
     assert set(states[6]) >= {"model", "optimizer", "generator", "kept"}
     assert all(set(states[s]) == {"kept", "step"} for s in (0, 2, 4))
     assert all(torch.equal(res.model(s).state_dict()[k], v) for s in (0, 6) for k, v in res.model(s).state_dict().items())
-
 
 
 def test_a_run_interrupted_between_checkpoints_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):

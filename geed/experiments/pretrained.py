@@ -68,8 +68,10 @@ def pretrained_source(arch: str, source: str, pretrain_iterations: int, batch_si
 
 
 def train_architecture(arch: str, seeds: list[int], iterations: int, record_every: int, batch_size: int, lr: float,
-                       pretrained: tuple[str, Callable], progress: bool = True, size: int = SIZE) -> dict[str, list[TrainResult]]:
-    """``seeds`` models per initialisation, fine-tuned on the orientation-free task (patches of ``size`` pixels)."""
+                       pretrained: tuple[str, Callable], progress: bool = True, size: int = SIZE, need_steps: bool = True,
+                       after: Callable[[str, TrainResult], TrainResult] | None = None) -> dict[str, list[TrainResult]]:
+    """``seeds`` models per initialisation, fine-tuned on the orientation-free task (patches of ``size``
+    pixels); ``after(init, run)`` is applied to each run as soon as it is trained."""
     base = FitConfig(arch=arch, task=TARGET_TASK, iterations=iterations, record_every=record_every, batch_size=batch_size, lr=lr,
                      size=size)
     label, init_body = pretrained
@@ -79,7 +81,8 @@ def train_architecture(arch: str, seeds: list[int], iterations: int, record_ever
         for k, s in enumerate(seeds, 1):
             if progress:
                 print(f"[{arch}, {init}] model {k}/{len(seeds)} (seed {s})", flush=True)
-            out[init].append(train(replace(base, init=tag, seed=s), checkpoint_dir(), init_body=fn, progress=progress))
+            res = train(replace(base, init=tag, seed=s), checkpoint_dir(), init_body=fn, progress=progress, need_steps=need_steps)
+            out[init].append(after(init, res) if after is not None else res)
     return out
 
 
@@ -98,6 +101,18 @@ def measure(model: torch.nn.Module, x: torch.Tensor, x_ref: torch.Tensor) -> lis
     return rows
 
 
+def track_run(res: TrainResult, arch: str, init: str, n_points: int, n_reference: int, seed: int = 0) -> list[dict]:
+    """Every recorded checkpoint of one run, measured on test patches of the target task of its size."""
+    task = get_task(TARGET_TASK, res.config.size)
+    x, _ = task.fixed("test", n_points, seed)
+    x_ref, _ = task.fixed("test", n_reference, seed + 1)
+    rows = []
+    for step in sorted(res.checkpoints):
+        for r in measure(res.model(step).to(training_device()), x, x_ref):
+            rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, "size": res.config.size, **r})
+    return rows
+
+
 def track(results: dict[str, dict[str, list[TrainResult]]], n_points: int, n_reference: int, seed: int = 0,
           progress: bool = True) -> pd.DataFrame:
     """Every checkpoint of every model of every architecture, measured on test patches of the target task
@@ -106,12 +121,7 @@ def track(results: dict[str, dict[str, list[TrainResult]]], n_points: int, n_ref
     for arch, by_init in results.items():
         for init, fits in by_init.items():
             for res in fits:
-                task = get_task(TARGET_TASK, res.config.size)
-                x, _ = task.fixed("test", n_points, seed)
-                x_ref, _ = task.fixed("test", n_reference, seed + 1)
-                for step in sorted(res.checkpoints):
-                    for r in measure(res.model(step).to(training_device()), x, x_ref):
-                        rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, "size": res.config.size, **r})
+                rows += track_run(res, arch, init, n_points, n_reference, seed)
         if progress:
             print(f"[measure] {arch} done ({time.time() - t0:.0f} s)", flush=True)
     return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -47,14 +48,17 @@ def checkpoint_dir() -> Path:
     return cache_dir().parent / "checkpoints"
 
 
-def train_family(config: TrainConfig, seeds: list[int], progress: bool = True) -> list[TrainResult]:
-    """Train (resuming or reloading what exists) one model per seed with ``config``."""
+def train_family(config: TrainConfig, seeds: list[int], progress: bool = True, need_steps: bool = True,
+                 after: Callable[[TrainResult], TrainResult] | None = None) -> list[TrainResult]:
+    """Train (resuming or reloading what exists) one model per seed with ``config``; ``after`` is
+    applied to each run as soon as it is trained (to measure it and prune its checkpoints, say)."""
     tr, te = load_digits("train"), rotated_digits("test")
     out = []
     for k, seed in enumerate(seeds, 1):
         if progress:
             print(f"[{FAMILIES.get(config.family, config.family)}] model {k}/{len(seeds)} (seed {seed})", flush=True)
-        out.append(train(replace(config, seed=seed), checkpoint_dir(), tr, te, progress=progress))
+        res = train(replace(config, seed=seed), checkpoint_dir(), tr, te, progress=progress, need_steps=need_steps)
+        out.append(after(res) if after is not None else res)
     return out
 
 
@@ -75,21 +79,32 @@ def _measure(model, x, x_ref, group, blocks=True) -> list[dict]:
     return rows
 
 
+def evaluation_points(n_points: int, n_reference: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotated test digits measured (``n_points``) and those of the normaliser M (``n_reference``)."""
+    data = rotated_digits("test")
+    return data.subset(n_points, seed).x, data.subset(n_reference, seed + 1).x
+
+
+def track_run(res: TrainResult, x: torch.Tensor, x_ref: torch.Tensor, group: str = PAPER_GROUP) -> list[dict]:
+    """G-EED under ``group`` of every recorded checkpoint of one run."""
+    g = get_group(group, mask=True)
+    rows = []
+    for step, path in sorted(res.checkpoints.items()):
+        model = load_checkpoint(res.config, path).to(training_device())
+        for r in _measure(model, x, x_ref, g):
+            rows.append({"family": FAMILIES[res.config.family], "seed": res.config.seed, "step": step, **r})
+    return rows
+
+
 def track_training(results: list[TrainResult], n_points: int, n_reference: int, seed: int = 0, progress: bool = True,
                    group: str = PAPER_GROUP) -> pd.DataFrame:
     """G-EED under ``group`` of every checkpoint of every model, on ``n_points`` rotated test digits
     (M over ``n_reference``)."""
-    data = rotated_digits("test")
-    x = data.subset(n_points, seed).x
-    x_ref = data.subset(n_reference, seed + 1).x
-    group = get_group(group, mask=True)
+    x, x_ref = evaluation_points(n_points, n_reference, seed)
     rows = []
     t0 = time.time()
     for k, res in enumerate(results, 1):
-        for step, path in sorted(res.checkpoints.items()):
-            model = load_checkpoint(res.config, path).to(training_device())
-            for r in _measure(model, x, x_ref, group):
-                rows.append({"family": FAMILIES[res.config.family], "seed": res.config.seed, "step": step, **r})
+        rows += track_run(res, x, x_ref, group)
         if progress:
             print(f"[measure] model {k}/{len(results)} done ({time.time() - t0:.0f} s)", flush=True)
     return pd.DataFrame(rows)

@@ -1,41 +1,74 @@
 """Section 4.1: augmentation-trained CNNs vs C8 steerable CNNs, tracked over training.
 
-``run(params)`` trains (or reloads) ``n_models`` models per family and measures every checkpoint;
-``claims(tables)`` gives the verdicts (rules in :func:`geed.experiments.rotated_digits.claims_41`).
+``run(params)`` trains (or reloads) ``n_models`` models per family and measures every recorded
+checkpoint of each run as soon as it is trained (cached per run); with ``keep_checkpoints`` False
+only each run's last checkpoint is then kept. ``claims(tables)`` gives the verdicts (rules in
+:func:`geed.experiments.rotated_digits.claims_41`).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pandas as pd
 
 from geed.experiments import rotated_digits as rd
-from geed.training import TrainConfig
+from geed.training import TrainConfig, TrainResult, prune
 
 __all__ = ["run", "claims", "trained_models"]
 
 
-def trained_models(params: dict, families: dict[str, dict] | None = None) -> dict[str, list]:
-    """The digit models of a chapter's shared parameters: label -> one :class:`TrainResult` per seed.
-    ``families`` maps a label to the configuration fields that make it (default: the CNN and the C8-CNN)."""
-    seeds = list(range(params["seed"], params["seed"] + params["n_models"]))
-    base = TrainConfig(width=params["width"], iterations=params["iterations"], checkpoint_every=params["checkpoint_every"],
+def _base(params: dict) -> TrainConfig:
+    return TrainConfig(width=params["width"], iterations=params["iterations"], checkpoint_every=params["checkpoint_every"],
                        batch_size=params["batch_size"], lr=params["lr"])
+
+
+def trained_models(params: dict, families: dict[str, dict] | None = None, after=None, need_steps: bool = False) -> dict[str, list]:
+    """The digit models of a chapter's shared parameters: label -> one :class:`TrainResult` per seed.
+    ``families`` maps a label to the configuration fields that make it (default: the CNN and the
+    C8-CNN). Runs are reloaded with their last checkpoint alone unless ``need_steps``; with
+    ``keep_checkpoints`` False, each run is pruned to its last checkpoint once ``after`` (if any) is done with it."""
+    seeds = list(range(params["seed"], params["seed"] + params["n_models"]))
     families = families or {label: {"family": fam} for fam, label in rd.FAMILIES.items()}
-    return {label: rd.train_family(replace(base, **fields), seeds) for label, fields in families.items()}
+    keep = params.get("keep_checkpoints", True)
+
+    def finish(res: TrainResult) -> TrainResult:
+        res = after(res) if after is not None else res
+        return res if keep or len(res.checkpoints) == 1 else prune(res)
+
+    return {label: rd.train_family(replace(_base(params), **fields), seeds, need_steps=need_steps, after=finish)
+            for label, fields in families.items()}
 
 
 def run(params: dict, cache=None, progress: bool = True) -> dict:
-    """Tables of the chapter: ``accuracies``, ``track`` (every checkpoint), ``results`` (the runs)."""
-    results = trained_models(params)
+    """Tables of the chapter: ``accuracies``, ``track`` (every recorded checkpoint), ``results`` (the runs)."""
+    x, x_ref = rd.evaluation_points(params["n_points"], params["n_reference"], params["seed"])
+    rows, cached, t0 = [], [], time.time()
+
+    def measure(res: TrainResult) -> TrainResult:
+        key = dict(config=res.config.name(), n_points=params["n_points"], n_reference=params["n_reference"], seed=params["seed"],
+                   group=params["group"])
+
+        def compute():  # a pruned run is trained again (identically) when its checkpoints must be measured again
+            if len(res.checkpoints) > 1 or res.config.iterations == 0:
+                return rd.track_run(res, x, x_ref, params["group"])
+            full = rd.train_family(res.config, [res.config.seed], progress, need_steps=True)[0]
+            out = rd.track_run(full, x, x_ref, params["group"])
+            if not params.get("keep_checkpoints", True):
+                prune(full)
+            return out
+
+        run_rows, hit = cache.get_or_compute("section41-run", key, compute) if cache is not None else (compute(), False)
+        rows.extend(run_rows)
+        cached.append(hit)
+        if progress:
+            print(f"[measure] {res.config.name()} {'reused' if hit else 'done'} ({time.time() - t0:.0f} s)", flush=True)
+        return res
+
+    results = trained_models(params, after=measure)
     accuracies = pd.DataFrame([{"family": label, "seed": r.config.seed, "accuracy": r.test_accuracy, "training time (s)": r.seconds}
                                for label, rs in results.items() for r in rs])
-    runs = [r for rs in results.values() for r in rs]
-    key = dict(configs=[r.config.name() for r in runs], n_points=params["n_points"], n_reference=params["n_reference"],
-               seed=params["seed"], group=params["group"])
-    compute = lambda: rd.track_training(runs, params["n_points"], params["n_reference"], params["seed"], progress, group=params["group"])  # noqa: E731
-    track, cached = cache.get_or_compute("section41-track", key, compute) if cache is not None else (compute(), False)
-    return {"results": results, "accuracies": accuracies, "track": track, "track_cached": cached, "group": params["group"]}
+    return {"results": results, "accuracies": accuracies, "track": pd.DataFrame(rows), "track_cached": all(cached), "group": params["group"]}
 
 
 def claims(tables: dict) -> list[tuple]:

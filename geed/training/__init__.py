@@ -11,9 +11,10 @@ from geed.training.loop import (
     accuracy,
     accuracy_of,
     load_checkpoint,
+    prune,
     train,
     training_device,
 )
 
-__all__ = ["train", "TrainConfig", "FitConfig", "TrainResult", "OBJECTIVES", "accuracy", "accuracy_of", "load_checkpoint",
+__all__ = ["train", "prune", "TrainConfig", "FitConfig", "TrainResult", "OBJECTIVES", "accuracy", "accuracy_of", "load_checkpoint",
            "training_device", "augment", "random_rotation"]

@@ -39,7 +39,7 @@ from geed.training import checkpoints as ck
 from geed.training.augmentation import augment, random_rotation
 from geed.training.objectives import DINO, OBJECTIVES, CrossEntropy, Objective, SimCLR
 
-__all__ = ["TrainConfig", "FitConfig", "TrainResult", "train", "accuracy", "accuracy_of", "load_checkpoint",
+__all__ = ["TrainConfig", "FitConfig", "TrainResult", "train", "prune", "accuracy", "accuracy_of", "load_checkpoint",
            "training_device", "OBJECTIVES"]
 
 
@@ -229,23 +229,51 @@ class TrainResult:
         return load_checkpoint(self.config, self.checkpoints[max(self.checkpoints) if step is None else step])
 
 
+def prune(result: TrainResult) -> TrainResult:
+    """Delete every recorded checkpoint of a finished run but the last (which keeps the training
+    state), and mark the run pruned: what is measured at the recorded steps must have been measured
+    (and cached) first. Bounds the disk of a profile with many recorded steps; see :func:`train`."""
+    final = max(result.checkpoints)
+    meta_path = result.checkpoints[final].parent / "result.json"
+    meta = json.loads(meta_path.read_text())
+    for step, path in result.checkpoints.items():
+        if step != final:
+            path.unlink(missing_ok=True)
+    meta["pruned"] = True
+    meta_path.write_text(json.dumps(meta))
+    result.checkpoints = {final: result.checkpoints[final]}
+    return result
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(config: Config, directory: str | os.PathLike, train_data: DigitData | None = None, test_data: DigitData | None = None,
           init_body: Callable[[nn.Module], None] | None = None, test_points: int = 300, progress: bool = True,
-          log_every: int = 100) -> TrainResult:
+          log_every: int = 100, need_steps: bool = True) -> TrainResult:
     """Train (or resume, or reload) one model. Digit runs take ``train_data`` (and ``test_data`` for
     the accuracy); patch runs draw from their task, and ``init_body`` loads pretrained weights into
-    the fresh model before training."""
+    the fresh model before training. A finished run that was :func:`prune`-d is reloaded with its
+    last checkpoint alone when ``need_steps`` is False, and trained again (identically, from its
+    seed) when its recorded checkpoints are needed."""
     label = f"train {config.name()}"
     directory = Path(directory) / config.name()
     directory.mkdir(parents=True, exist_ok=True)
     meta_path, steps = directory / "result.json", config.steps()
     paths = {s: ck.checkpoint_path(directory, s) for s in steps}
-    if meta_path.exists() and all(p.exists() for p in paths.values()):
+    final = max(steps)
+    if meta_path.exists() and paths[final].exists():
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("config") == asdict(config) and not ck.discard_corrupt(directory, steps, label):
-                return TrainResult(config, paths, meta["test_accuracy"], meta["seconds"], resumed_from=config.iterations)
+            if meta.get("config") == asdict(config):
+                if all(p.exists() for p in paths.values()) and not ck.discard_corrupt(directory, steps, label):
+                    return TrainResult(config, paths, meta["test_accuracy"], meta["seconds"], resumed_from=config.iterations)
+                if meta.get("pruned"):
+                    if not need_steps and not ck.discard_corrupt(directory, [final], label):
+                        return TrainResult(config, {final: paths[final]}, meta["test_accuracy"], meta["seconds"], resumed_from=config.iterations)
+                    # the recorded checkpoints are needed again: train again from the start (seeded, so the same run)
+                    if progress:
+                        print(f"[{label}] its recorded checkpoints were pruned; training it again to measure them", flush=True)
+                    for p in list(paths.values()) + [meta_path]:
+                        p.unlink(missing_ok=True)
         except (ValueError, KeyError):
             warnings.warn(f"{meta_path} is unreadable; checking the checkpoints one by one")
 

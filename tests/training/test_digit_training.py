@@ -92,3 +92,23 @@ def test_the_first_loss_line_after_a_resume_averages_the_steps_it_covers(tmp_pat
     resumed_line = [ln for ln in resumed.splitlines() if "step 6/6" in ln][0]
     assert full_line.split("loss ")[1].split(" ")[0] == resumed_line.split("loss ")[1].split(" ")[0]
 
+
+
+def test_a_pruned_run_reloads_its_last_checkpoint_and_retrains_identically_when_its_steps_are_needed(tmp_path, capsys):
+    from geed.training import prune
+
+    tr = data.load_digits("train")
+    cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=6, checkpoint_every=2, batch_size=8)
+    first = train(cfg, tmp_path, tr, None, progress=False)
+    before = {s: kept_state(torch.load(p, weights_only=False)) for s, p in first.checkpoints.items()}
+    prune(first)
+    assert sorted(first.checkpoints) == [6] and sorted(q.name for q in (tmp_path / cfg.name()).glob("step*.pt")) == ["step000006.pt"]
+    again = train(cfg, tmp_path, tr, None, progress=False, need_steps=False)  # reloaded: the last checkpoint is enough
+    assert sorted(again.checkpoints) == [6] and again.resumed_from == cfg.iterations
+    assert all(torch.equal(again.model().state_dict()[k], first.model().state_dict()[k]) for k in before[6])
+    full = train(cfg, tmp_path, tr, None, progress=True, need_steps=True)  # the recorded steps are needed: trained again
+    assert "pruned; training it again" in capsys.readouterr().out
+    assert sorted(full.checkpoints) == [0, 2, 4, 6]
+    for s, p in full.checkpoints.items():
+        state = kept_state(torch.load(p, weights_only=False))
+        assert all(torch.equal(state[k], before[s][k]) for k in state), s

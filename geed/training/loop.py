@@ -230,8 +230,8 @@ class TrainResult:
 
 
 def prune(result: TrainResult) -> TrainResult:
-    """Delete every recorded checkpoint of a finished run but the last (which keeps the training
-    state), and mark the run pruned: what is measured at the recorded steps must have been measured
+    """Delete every recorded checkpoint of a finished run but the last, reduce that one to the
+    measured model, and mark the run pruned: what is measured at the recorded steps must have been measured
     (and cached) first. Bounds the disk of a profile with many recorded steps; see :func:`train`."""
     final = max(result.checkpoints)
     meta_path = result.checkpoints[final].parent / "result.json"
@@ -239,6 +239,7 @@ def prune(result: TrainResult) -> TrainResult:
     for step, path in result.checkpoints.items():
         if step != final:
             path.unlink(missing_ok=True)
+    ck.slim(result.checkpoints[final])  # a finished run is never resumed: the measured model is enough
     meta["pruned"] = True
     meta_path.write_text(json.dumps(meta))
     result.checkpoints = {final: result.checkpoints[final]}

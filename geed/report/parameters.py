@@ -98,6 +98,7 @@ RULES: dict[str, Rule] = {
     "size": Rule(lambda v: 9 <= v <= 225 and v % 2 == 1, "an odd integer from 9 to 225 (quarter turns must be exact)"),
     "group": _choices(_groups),
     # the C8-CNN's hidden layers have an action for the rotations of C8 only (channelwise G-EED)
+    "beyond.group": Rule(lambda v: v in ("C2", "C4", "C8"), "one of 'C2', 'C4', 'C8' (the subgroups of the C8-CNN's group)"),
     "section41.group": Rule(lambda v: v in ("C2", "C4", "C8"), "one of 'C2', 'C4', 'C8' (the subgroups of the C8-CNN's group)"),
     "weights_source": Rule(lambda v: v in ("auto", "published", "offline"), "one of 'auto', 'published', 'offline'"),
 }

@@ -6,7 +6,7 @@
   ImageNet: natural images with a preferred orientation, learned without rotations.
 * :func:`train_architecture` fine-tunes ``seeds`` models from each initialisation on the
   orientation-free task, keeping a checkpoint every ``record_every`` iterations.
-* :func:`track` measures every checkpoint with one D8 orbit pass: latent C8- and D8-EED (l2 and
+* :func:`track_run` measures every recorded checkpoint of one run with one D8 orbit pass: latent C8- and D8-EED (l2 and
   cosine, normalised by M on the test patches) and softmax C8-EED. C8 is the rotation half of D8,
   so its values come from the same pass.
 
@@ -14,7 +14,6 @@ Tables are tidy: one row per (arch, init, seed, step, metric) with ``value``.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, replace
 from typing import Callable
 
@@ -30,7 +29,7 @@ from geed.data.patches import SIZE, get_task
 from geed.models.zoo import WeightsNotFound, find_weights, load_pretrained
 from geed.experiments.rotated_digits import _values, checkpoint_dir
 
-__all__ = ["pretrained_source", "offline_pretraining", "train_architecture", "track", "claims_43", "INITS", "SOURCE_TASK", "TARGET_TASK"]
+__all__ = ["pretrained_source", "offline_pretraining", "train_architecture", "track_run", "claims_43", "INITS", "SOURCE_TASK", "TARGET_TASK"]
 
 SOURCE_TASK, TARGET_TASK = "upright-photos", "orientation-free"
 INITS = ("from scratch", "pretrained")
@@ -111,20 +110,6 @@ def track_run(res: TrainResult, arch: str, init: str, n_points: int, n_reference
         for r in measure(res.model(step).to(training_device()), x, x_ref):
             rows.append({"arch": arch, "init": init, "seed": res.config.seed, "step": step, "size": res.config.size, **r})
     return rows
-
-
-def track(results: dict[str, dict[str, list[TrainResult]]], n_points: int, n_reference: int, seed: int = 0,
-          progress: bool = True) -> pd.DataFrame:
-    """Every checkpoint of every model of every architecture, measured on test patches of the target task
-    (of the size each architecture was trained on; the same patches for every model of one size)."""
-    rows, t0 = [], time.time()
-    for arch, by_init in results.items():
-        for init, fits in by_init.items():
-            for res in fits:
-                rows += track_run(res, arch, init, n_points, n_reference, seed)
-        if progress:
-            print(f"[measure] {arch} done ({time.time() - t0:.0f} s)", flush=True)
-    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- claims of 4.3

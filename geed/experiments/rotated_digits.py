@@ -1,8 +1,8 @@
 """Sections 4.1 and 4.2: conventional vs C8 steerable CNNs on rotated digits, in and out of distribution.
 
 * :func:`train_family` trains (or reloads) the models of one family, one per seed.
-* :func:`track_training` measures every checkpoint: channelwise C8-EED after each block, latent
-  C8-EED (l2 and cosine normalised by M, cosine unnormalised) and softmax C8-EED.
+* :func:`track_run` measures every recorded checkpoint of one run: channelwise G-EED after each block, latent
+  G-EED (l2 and cosine normalised by M, cosine unnormalised) and softmax G-EED, under the chapter's group.
 * :func:`ood_measurements` measures final (and untrained) models on in- and out-of-distribution sets,
   with M computed on each set.
 
@@ -27,7 +27,7 @@ from geed.data.ood import ood_set
 from geed.report.paths import cache_dir
 from geed.training import TrainConfig, TrainResult, load_checkpoint, train, training_device
 
-__all__ = ["FAMILIES", "train_family", "track_training", "ood_measurements", "LATENT_METRICS"]
+__all__ = ["FAMILIES", "train_family", "evaluation_points", "track_run", "ood_measurements", "LATENT_METRICS"]
 
 FAMILIES = {"cnn": "CNN", "c8cnn": "C8-CNN"}
 PAPER_GROUP = "C8"  # the group of the paper's measurements; a chapter parameter may choose another
@@ -94,20 +94,6 @@ def track_run(res: TrainResult, x: torch.Tensor, x_ref: torch.Tensor, group: str
         for r in _measure(model, x, x_ref, g):
             rows.append({"family": FAMILIES[res.config.family], "seed": res.config.seed, "step": step, **r})
     return rows
-
-
-def track_training(results: list[TrainResult], n_points: int, n_reference: int, seed: int = 0, progress: bool = True,
-                   group: str = PAPER_GROUP) -> pd.DataFrame:
-    """G-EED under ``group`` of every checkpoint of every model, on ``n_points`` rotated test digits
-    (M over ``n_reference``)."""
-    x, x_ref = evaluation_points(n_points, n_reference, seed)
-    rows = []
-    t0 = time.time()
-    for k, res in enumerate(results, 1):
-        rows += track_run(res, x, x_ref, group)
-        if progress:
-            print(f"[measure] model {k}/{len(results)} done ({time.time() - t0:.0f} s)", flush=True)
-    return pd.DataFrame(rows)
 
 
 def ood_measurements(trained: dict[str, list[TrainResult]], untrained_seeds: list[int], width: float, sets: list[str],

@@ -7,12 +7,12 @@ only each run's last checkpoint is then kept. ``claims(tables)`` gives the verdi
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import pandas as pd
 
 from geed.experiments import rotated_digits as rd
+from geed.experiments.tracking import RunTracker
 from geed.training import TrainConfig, TrainResult, prune
 
 __all__ = ["run", "claims", "trained_models"]
@@ -43,32 +43,19 @@ def trained_models(params: dict, families: dict[str, dict] | None = None, after=
 def run(params: dict, cache=None, progress: bool = True) -> dict:
     """Tables of the chapter: ``accuracies``, ``track`` (every recorded checkpoint), ``results`` (the runs)."""
     x, x_ref = rd.evaluation_points(params["n_points"], params["n_reference"], params["seed"])
-    rows, cached, t0 = [], [], time.time()
+    tracker = RunTracker("section41-run", cache, params.get("keep_checkpoints", True), progress)
 
     def measure(res: TrainResult) -> TrainResult:
         key = dict(config=res.config.name(), n_points=params["n_points"], n_reference=params["n_reference"], seed=params["seed"],
                    group=params["group"])
-
-        def compute():  # a pruned run is trained again (identically) when its checkpoints must be measured again
-            if len(res.checkpoints) > 1 or res.config.iterations == 0:
-                return rd.track_run(res, x, x_ref, params["group"])
-            full = rd.train_family(res.config, [res.config.seed], progress, need_steps=True)[0]
-            out = rd.track_run(full, x, x_ref, params["group"])
-            if not params.get("keep_checkpoints", True):
-                prune(full)
-            return out
-
-        run_rows, hit = cache.get_or_compute("section41-run", key, compute) if cache is not None else (compute(), False)
-        rows.extend(run_rows)
-        cached.append(hit)
-        if progress:
-            print(f"[measure] {res.config.name()} {'reused' if hit else 'done'} ({time.time() - t0:.0f} s)", flush=True)
-        return res
+        return tracker.measure(res, key, lambda run: rd.track_run(run, x, x_ref, params["group"]),
+                               lambda: rd.train_family(res.config, [res.config.seed], progress, need_steps=True)[0])
 
     results = trained_models(params, after=measure)
     accuracies = pd.DataFrame([{"family": label, "seed": r.config.seed, "accuracy": r.test_accuracy, "training time (s)": r.seconds}
                                for label, rs in results.items() for r in rs])
-    return {"results": results, "accuracies": accuracies, "track": pd.DataFrame(rows), "track_cached": all(cached), "group": params["group"]}
+    return {"results": results, "accuracies": accuracies, "track": tracker.table(), "track_cached": tracker.all_cached(),
+            "group": params["group"]}
 
 
 def claims(tables: dict) -> list[tuple]:

@@ -8,13 +8,12 @@ with ``keep_checkpoints`` False only each run's last checkpoint is then kept; ``
 """
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 
 from geed.data.patches import get_task
 from geed.experiments import pretrained as P
-from geed.training import TrainResult, prune, train
+from geed.experiments.tracking import RunTracker
+from geed.training import TrainResult, train
 
 __all__ = ["run", "claims"]
 
@@ -29,29 +28,15 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
                     for a in p["imagenet_archs"]})
     sizes = {**{a: get_task(P.TARGET_TASK).size for a in p["archs"]}, **{a: p["imagenet_size"] for a in p["imagenet_archs"]}}
     archs = list(p["imagenet_archs"]) + [a for a in p["archs"] if a not in p["imagenet_archs"]]
-    keep = p.get("keep_checkpoints", True)
-    rows, cached, t0 = [], [], time.time()
+    tracker = RunTracker("section43-run", cache, p.get("keep_checkpoints", True), progress)
 
     def measure(arch: str, pretrained: tuple):
         def after(init: str, res: TrainResult) -> TrainResult:
             key = dict(config=res.config.name(), n_points=p["n_points"], n_reference=p["n_reference"], seed=p["seed"])
-
-            def compute():  # a pruned run is trained again (identically) when its checkpoints must be measured again
-                if len(res.checkpoints) > 1 or res.config.iterations == 0:
-                    return P.track_run(res, arch, init, p["n_points"], p["n_reference"], p["seed"])
-                full = train(res.config, P.checkpoint_dir(), init_body=pretrained[1] if init == P.INITS[1] else None,
-                             progress=progress, need_steps=True)
-                out = P.track_run(full, arch, init, p["n_points"], p["n_reference"], p["seed"])
-                if not keep:
-                    prune(full)
-                return out
-
-            run_rows, hit = cache.get_or_compute("section43-run", key, compute) if cache is not None else (compute(), False)
-            rows.extend(run_rows)
-            cached.append(hit)
-            if progress:
-                print(f"[measure] {res.config.name()} {'reused' if hit else 'done'} ({time.time() - t0:.0f} s)", flush=True)
-            return res if keep or len(res.checkpoints) == 1 else prune(res)
+            return tracker.measure(
+                res, key, lambda run: P.track_run(run, arch, init, p["n_points"], p["n_reference"], p["seed"]),
+                lambda: train(res.config, P.checkpoint_dir(), init_body=pretrained[1] if init == P.INITS[1] else None,
+                              progress=progress, need_steps=True))
 
         return after
 
@@ -59,7 +44,7 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
                                        progress=progress, need_steps=False, after=measure(a, sources[a][:2])) for a in archs}
     accuracies = pd.DataFrame([{"arch": a, "init": i, "seed": r.config.seed, "accuracy": r.test_accuracy, "training time (s)": r.seconds}
                                for a, d in results.items() for i, rs in d.items() for r in rs])
-    track, cached = pd.DataFrame(rows), all(cached)
+    track, cached = tracker.table(), tracker.all_cached()
     stand_in = {a: info["weights"] for a, (label, _, info) in sources.items() if not label.startswith("published")}
     return {"sources": sources, "sizes": sizes, "archs": archs, "results": results, "accuracies": accuracies, "track": track,
             "track_cached": cached, "stand_in": stand_in}

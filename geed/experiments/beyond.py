@@ -255,7 +255,6 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
     with_untrained = {**models, "untrained CNN": [(s, create_model("cnn", width=p["width"], seed=s).eval()) for s in seeds]}
     group = p.get("group", "C8")
     key = dict(configs=[r.config.name() for rs in trained.values() for r in rs], n_points=p["n_points"], seed=p["seed"])
-    gkey = {} if group == "C8" else {"group": group}
 
     def get(name, extra, compute):
         return cache.get_or_compute(name, {**key, **extra}, compute) if cache is not None else (compute(), False)
@@ -263,12 +262,12 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
     t: dict = {"cached": {}, "tuning": tuning, "reg_weight": weight, "group": group}
     t["lvg"], t["cached"]["learned vs genuine"] = get("beyond-lvg", {"betas": p["betas"], "si": [p["si_points"], p["si_steps"]]},
         lambda: learned_vs_genuine(models, p["betas"], p["n_points"], si_points=p["si_points"], si_steps=p["si_steps"], seed=p["seed"], progress=progress))
-    t["control"], t["cached"]["control"] = get("beyond-control", {"sets": p["control_sets"], **gkey},
+    t["control"], t["cached"]["control"] = get("beyond-control", {"sets": p["control_sets"], "group": group},
         lambda: insensitivity_control(with_untrained, p["control_sets"], p["n_points"], p["seed"], progress=progress, group=group))
-    t["permutations"], t["cached"]["permutations"] = get("beyond-perm", {"n_fit": p["n_fit"], **gkey},
+    t["permutations"], t["cached"]["permutations"] = get("beyond-perm", {"n_fit": p["n_fit"], "group": group},
         lambda: hidden_permutations({k: models[k] for k in ("augmentation CNN", "C8-CNN")}, p["n_fit"], p["n_points"], p["seed"],
                                     progress=progress, group=group))
-    t["continuous"], t["cached"]["continuous"] = get("beyond-continuous", {"power": p["power_iterations"], **gkey},
+    t["continuous"], t["cached"]["continuous"] = get("beyond-continuous", {"power": p["power_iterations"], "group": group},
         lambda: continuous_vs_discrete(with_untrained, p["n_points"], p["seed"], p["power_iterations"], progress=progress, group=group))
     t["accuracy"] = pd.DataFrame([{"model": k, "seed": r.config.seed, "accuracy": r.test_accuracy} for k, rs in trained.items() for r in rs])
     return t

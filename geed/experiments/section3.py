@@ -1,7 +1,7 @@
 """Section 3 of Kvinge et al.: the definitions, checked on examples with known answers.
 
 Each measuring function returns a tidy DataFrame (one row per measured value); :func:`run` makes
-every table of the chapter, :func:`claims_section3` turns them into verdicts with rules fixed here,
+every table of the chapter, :func:`claims` turns them into verdicts with rules fixed here,
 and the ``*_sentence`` functions say in words what a table shows. Exactness is judged with the
 tolerances of :data:`geed.testing.TOLERANCE` (round-off of the precision measured in).
 """
@@ -28,7 +28,6 @@ from geed.testing import TOLERANCE, equivariance_error
 __all__ = [
     "run",
     "claims",
-    "claims_section3",
     "known_answers",
     "composition_error",
     "interpolation_floor",
@@ -274,7 +273,7 @@ def run(x: torch.Tensor, width: float, seeds: list[int], seed: int, cache=None, 
     return t
 
 
-def claims_section3(t: dict) -> list[tuple]:
+def claims(t: dict) -> list[tuple]:
     """Verdicts on the claims of Section 3 from the tables of :func:`run`: ``(id, source, claim, verdict, key)``.
     Exact values are judged against round-off (:data:`geed.testing.TOLERANCE`), differences between
     models with the rules of :mod:`geed.report.claims`."""
@@ -310,6 +309,3 @@ def claims_section3(t: dict) -> list[tuple]:
                 C.all_of([C.near_zero((normed - normed[0]) / normed[0], EXACT64, "relative change of the normalised value across scales"),
                           C.near_zero([raw[100.0] / raw[1.0] / 100.0 - 1.0], EXACT64, "unnormalised(x100) / (100 x unnormalised) - 1")]), False))
     return out
-
-
-claims = claims_section3  # the common name of every chapter module's rules

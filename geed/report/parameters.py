@@ -72,9 +72,9 @@ def _groups() -> Sequence[str]:
 
 
 def _archs() -> Sequence[str]:
-    from geed.models.zoo import SPECS
+    from geed.models.zoo import zoo_models
 
-    return [n for s in SPECS for n in (s, f"{s}-tiny")]
+    return zoo_models()
 
 
 RULES: dict[str, Rule] = {

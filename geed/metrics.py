@@ -58,6 +58,12 @@ class EEDResult:
     normaliser: float = 1.0
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # own the values: a view (e.g. of a softmax over every class) would keep its whole buffer alive
+        # for as long as the result is kept, which streaming keeps for every block
+        if isinstance(self.per_pair, np.ndarray) and self.per_pair.base is not None:
+            self.per_pair = self.per_pair.copy()
+
     @property
     def undefined_fraction(self) -> float:
         return float(np.isnan(self.per_pair).mean()) if self.per_pair.size else 0.0

@@ -286,9 +286,6 @@ def evaluate(
     identity: dict[str, list[torch.Tensor]] = {n: [] for n in latents}  # f(x) of latent layers: M needs them all
 
     def add(key, result: EEDResult, size: int) -> None:
-        # a copy: per-pair values can be a view of a block-sized buffer (e.g. softmax over all
-        # classes), which would otherwise be kept alive by every block's result
-        result = EEDResult(result.name, np.array(result.per_pair, copy=True), normaliser=result.normaliser, meta=dict(result.meta))
         parts.setdefault(key, []).append((result, size))
 
     with torch.no_grad(), _capture(model, list(dict.fromkeys(hidden + latents))) as store, _measuring(model):

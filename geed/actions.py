@@ -33,6 +33,11 @@ class Action:
     def act(self, y: torch.Tensor, i: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def act_all(self, y: torch.Tensor) -> torch.Tensor:
+        """Every element's action on ``y`` at once: ``(|G|, *y.shape)``, entry ``i`` equal to ``act(y, i)``;
+        a new tensor (never a view of ``y``), which the caller may change in place."""
+        return torch.stack([self.act(y, i) for i in range(len(self.group))])
+
     def kernel(self, shape: Sequence[int] | None = None) -> list[int]:
         """Indices of the elements acting as the identity on outputs of this ``shape`` (batch first)."""
         raise NotImplementedError  # pragma: no cover - abstract
@@ -47,6 +52,9 @@ class TrivialAction(Action):
 
     def act(self, y: torch.Tensor, i: int) -> torch.Tensor:
         return y
+
+    def act_all(self, y: torch.Tensor) -> torch.Tensor:
+        return y.unsqueeze(0).expand(len(self.group), *y.shape).clone()
 
     def kernel(self, shape: Sequence[int] | None = None) -> list[int]:
         return list(range(len(self.group)))
@@ -84,27 +92,41 @@ class SpatialAction(Action):
     def n_channels(self) -> int | None:
         return None if self.channel_maps is None else self.channel_maps[0].shape[0]
 
-    def act(self, y: torch.Tensor, i: int) -> torch.Tensor:
+    def _check(self, y: torch.Tensor) -> None:
         if y.dim() != 4:
             raise ValueError(f"SpatialAction acts on (N, C, H, W) feature maps; got shape {tuple(y.shape)}")
-        out = self.group.act(y, i)
-        if self.channel_maps is not None:
-            if y.shape[1] != self.n_channels:
-                raise ValueError(
-                    f"this action permutes {self.n_channels} channels but the layer has {y.shape[1]}"
-                )
-            perm = self._perms[i]
-            if perm is not None:
-                out = out.index_select(1, perm.to(out.device))
-            else:
-                mat = self._mats[i].to(device=out.device, dtype=out.dtype)  # type: ignore[union-attr]
-                out = torch.einsum("cd,ndhw->nchw", mat, out)
-        return out
+        if self.channel_maps is not None and y.shape[1] != self.n_channels:
+            raise ValueError(f"this action permutes {self.n_channels} channels but the layer has {y.shape[1]}")
+
+    def _map_channels(self, out: torch.Tensor, i: int) -> torch.Tensor:
+        if self.channel_maps is None:
+            return out
+        perm = self._perms[i]
+        if perm is not None:
+            return out.index_select(1, perm.to(out.device))
+        mat = self._mats[i].to(device=out.device, dtype=out.dtype)  # type: ignore[union-attr]
+        return torch.einsum("cd,ndhw->nchw", mat, out)
+
+    def act(self, y: torch.Tensor, i: int) -> torch.Tensor:
+        self._check(y)
+        return self._map_channels(self.group.act(y, i), i)
+
+    def act_all(self, y: torch.Tensor) -> torch.Tensor:
+        """The spatial orbit in one pass (:meth:`Group.orbit`), then each element's channel map."""
+        self._check(y)
+        if self.channel_maps is None:
+            return self.group.orbit(y)
+        if all(p is not None for p in self._perms):  # permutations: taken in the same copy as the spatial action
+            return self.group.orbit(y, channels=self._perms)  # type: ignore[arg-type]
+        out = self.group.orbit(y)
+        return torch.stack([self._map_channels(out[i], i) for i in range(len(self.group))])
 
     def _channels_trivial(self, i: int) -> bool:
         if self.channel_maps is None:
             return True
-        return bool(np.allclose(self.channel_maps[i], np.eye(self.channel_maps[i].shape[0])))
+        if not hasattr(self, "_trivial"):  # checked once per action, not once per measurement
+            self._trivial = [bool(np.allclose(m, np.eye(m.shape[0]))) for m in self.channel_maps]
+        return self._trivial[i]
 
     def kernel(self, shape: Sequence[int] | None = None) -> list[int]:
         spatial_trivial_everywhere = shape is not None and int(shape[-1]) == 1 and int(shape[-2]) == 1
@@ -155,6 +177,9 @@ class InducedAction(Action):
 
     def act(self, y: torch.Tensor, i: int) -> torch.Tensor:
         return self.target.act(y, self.hom[i])
+
+    def act_all(self, y: torch.Tensor) -> torch.Tensor:
+        return self.target.act_all(y)[self.hom]
 
     def kernel(self, shape: Sequence[int] | None = None) -> list[int]:
         inner = set(self.target.kernel(shape))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -184,10 +185,12 @@ class Group:
             raise IndexError(f"{self.name} has {len(self)} elements; got index {i}")
         if x.dim() < 2:
             raise ValueError(f"a group acts on tensors of shape (..., H, W); got shape {tuple(x.shape)}")
+        out = x * disc_mask(x.shape[-2], x.shape[-1], like=x) if self.mask else x
+        return self._transform(out, i)
+
+    def _transform(self, out: torch.Tensor, i: int) -> torch.Tensor:
+        """Element ``i`` without the input mask: flip, then rotate, then shift."""
         e = self.elements[i]
-        out = x
-        if self.mask:
-            out = out * disc_mask(x.shape[-2], x.shape[-1], like=x)
         if e.flip:
             out = torch.flip(out, dims=(-1,))
         if e.angle % 360:
@@ -196,9 +199,30 @@ class Group:
             out = torch.roll(out, shifts=e.shift, dims=-1)
         return out
 
-    def orbit(self, x: torch.Tensor) -> torch.Tensor:
-        """All transformed copies of a batch: shape ``(|G|, *x.shape)``."""
-        return torch.stack([self.act(x, i) for i in range(len(self))])
+    def orbit(self, x: torch.Tensor, channels: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """All transformed copies of a batch: shape ``(|G|, *x.shape)``, entry ``i`` equal to ``act(x, i)``.
+
+        ``channels[i]``, when given, is an index into axis -3 (channels) taken from element ``i``'s
+        copy, e.g. the permutation of a regular field; it is applied in the same copy. The input
+        mask, when the group has one, is applied once."""
+        if channels is not None and len(channels) != len(self):
+            raise ValueError(f"channels needs one index per element of {self.name} ({len(self)}); got {len(channels)}")
+        if type(self).act is not Group.act:  # a subclass with its own action: element by element
+            copies = [self.act(x, i) for i in range(len(self))]
+            if channels is not None:
+                copies = [c.index_select(-3, channels[i].to(c.device)) for i, c in enumerate(copies)]
+            return torch.stack(copies)
+        if x.dim() < 2:
+            raise ValueError(f"a group acts on tensors of shape (..., H, W); got shape {tuple(x.shape)}")
+        base = x * disc_mask(x.shape[-2], x.shape[-1], like=x) if self.mask else x
+        out = torch.empty((len(self), *x.shape), dtype=x.dtype, device=x.device)
+        for i in range(len(self)):
+            moved = self._transform(base, i)
+            if channels is None:
+                out[i].copy_(moved)
+            else:
+                torch.index_select(moved, -3, channels[i].to(moved.device), out=out[i])
+        return out
 
 
 class CyclicGroup(Group):

@@ -204,6 +204,8 @@ def _check_orbit(Y: torch.Tensor, group: Group) -> None:
 def orbit_mean(Y: torch.Tensor, action: Action) -> torch.Tensor:
     """``fhat`` of eq. 2: the mean of ``f(k x)`` over the kernel of the output action."""
     ker = action.kernel(Y.shape[1:])
+    if len(ker) == 1:  # the mean of one output is that output
+        return Y[ker[0]]
     # shifted mean: exact (not merely close) when the outputs over the kernel are identical
     base = Y[ker[0]]
     return base + (Y[ker] - base).mean(dim=0)
@@ -224,7 +226,7 @@ def _pairs(Y: torch.Tensor, action: Action, reference: Reference) -> tuple[torch
     _check_orbit(Y, group)
     ref = _reference(Y, action, reference)
     region = action.region(Y[0])
-    targets = torch.stack([action.act(ref, i) for i in range(len(group))])  # (|G|, N, ...)
+    targets = action.act_all(ref)  # (|G|, N, ...)
     out = Y
     if region is not None:
         out, targets = out * region, targets * region
@@ -261,20 +263,20 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     layer with many dead channels is measured on fewer channels."""
     group = action.group
     _check_orbit(Y, group)
+    if Y.dim() != 5:
+        raise ValueError(f"channelwise G-EED needs (N, C, H, W) feature maps; got shape {tuple(Y.shape[1:])}")
     ref = _reference(Y, action, reference)
     region = action.region(Y[0])
-    # one group element at a time: no stacked copy of the targets (the values are those of the
-    # batched form row for row; per-pair scales and conventions are per (sample, element) anyway)
-    columns, dead, total = [], 0, 0
-    for i in range(len(group)):
-        out, target = Y[i], action.act(ref, i)
-        if region is not None:
-            out, target = out * region, target * region
-        cos = _channel_cosines(out, target)  # (N, C), NaN where both maps are zero
-        nan = torch.isnan(cos)
-        dead, total = dead + int(nan.sum()), total + nan.numel()
-        columns.append(-torch.nanmean(cos, dim=1))
-    per_pair = torch.stack(columns, dim=1).detach().double().cpu().numpy()
+    # every element at once: per-pair values and conventions are per (sample, element) row, so they
+    # are those of one element at a time; the stacked targets are the size of Y (a streamed block)
+    out, targets = Y, action.act_all(ref)
+    if region is not None:
+        out, targets = out * region, targets.mul_(region)  # act_all's targets are new: masked in place
+    n_el, n = Y.shape[0], Y.shape[1]
+    cos = _channel_cosines(out.reshape(n_el * n, *Y.shape[2:]), targets.reshape(n_el * n, *Y.shape[2:]))
+    nan = torch.isnan(cos)  # (|G| N, C): NaN where both maps are zero
+    dead, total = int(nan.sum()), nan.numel()
+    per_pair = (-torch.nanmean(cos, dim=1)).reshape(n_el, n).t().detach().double().cpu().numpy()
     meta = {"group": group.name, "reference": reference, "dead_fraction": dead / max(total, 1)}
     return EEDResult("channelwise", per_pair, meta=meta)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import difflib
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,10 @@ from geed.metrics import (
     softmax_eed,
 )
 
-__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "orbit_outputs", "forward_outputs", "evaluate", "evaluate_reference", "auto_chunk_size", "Report", "OUTPUT"]
+__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "orbit_outputs", "forward_outputs", "evaluate", "evaluate_reference", "auto_chunk_size", "Report", "Progress", "OUTPUT"]
 
 OUTPUT = "output"
+PROGRESS_EVERY_S = 5.0  # seconds between two progress lines of a long evaluation
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -112,7 +114,6 @@ def _measuring(model: nn.Module) -> Iterator[None]:
     """Measure in evaluation mode (BatchNorm running statistics, no dropout) and restore the model's
     mode afterwards, so that measuring never changes a model. An e2cnn model (an ``EquivariantModule``
     with an ``in_type``) gets its plain tensor inputs wrapped in a ``GeometricTensor`` of that type."""
-    was_training = model.training
     handle = None
     e2 = sys.modules.get("e2cnn.nn")  # an e2cnn model means e2cnn is imported already
     if e2 is not None and isinstance(model, e2.EquivariantModule):
@@ -124,11 +125,18 @@ def _measuring(model: nn.Module) -> Iterator[None]:
             return None
 
         handle = model.register_forward_pre_hook(wrap)
-    model.eval()
+    # a model already in evaluation mode is left alone: switching modes is not free (e2cnn rebuilds
+    # its filters when it enters evaluation mode)
+    switch = any(m.training for m in model.modules())
+    if switch:
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        if switch:  # every module back to its own mode (parents first, so that children end as they were)
+            for m, mode in modes.items():
+                m.train(mode)
         if handle is not None:
             handle.remove()
 
@@ -253,6 +261,7 @@ def evaluate(
     chunk_size: int | None = None,
     dtype: torch.dtype | None = None,
     memory_budget: int = 256 * 2**20,
+    progress: bool | Callable[[str], None] = False,
 ) -> Report:
     """All G-EED variants, streamed over blocks of samples.
 
@@ -272,10 +281,15 @@ def evaluate(
     next block. Only the untransformed latent vectors f(x) are kept (the normaliser M needs them all
     when no ``reference_points`` are given), so memory does not grow with N beyond N latent vectors,
     and every value is the same as :func:`evaluate_reference`'s. The model is measured in evaluation mode and left as it was.
+
+    ``progress=True`` prints the samples done, the rate and the time left to stderr every few seconds
+    (or passes each line to ``progress`` when it is a callable); off by default.
     """
     group, actions, latents = _requests(model, x, group, channelwise, latent, references)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise TypeError(f"progress must be True, False or a callable taking a line; got {type(progress).__name__}")
     model, x = _prepare(model, x, dtype, None)
     hidden = [n for n in actions if n not in latents]
     n_el, N = len(group), x.shape[0]
@@ -284,6 +298,8 @@ def evaluate(
     block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
     parts: dict[tuple, list] = {}  # (metric, layer) -> per-block results
     identity: dict[str, list[torch.Tensor]] = {n: [] for n in latents}  # f(x) of latent layers: M needs them all
+
+    report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
 
     def add(key, result: EEDResult, size: int) -> None:
         parts.setdefault(key, []).append((result, size))
@@ -313,6 +329,8 @@ def evaluate(
             for lat in latents:
                 identity[lat].append(Yb[lat][0].clone())
             del Yb, outs, flat, logits_b
+            if report_progress is not None:
+                report_progress.update(start + b)
     ref_pts: dict[str, torch.Tensor] = {lat: torch.cat(v) for lat, v in identity.items()}
     if latents and reference_points is not None:
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
@@ -332,6 +350,29 @@ def evaluate(
         report.results[("DI", OUTPUT)] = _joined(parts[("DI", OUTPUT)])
         report.results[("LI", OUTPUT)] = _joined(parts[("LI", OUTPUT)])
     return report
+
+
+class Progress:
+    """Done, rate and time left of a long loop, reported at most every ``every`` seconds (and at the end).
+
+    ``out`` is True (print to stderr) or a callable taking each line."""
+
+    def __init__(self, total: int, unit: str, out: bool | Callable[[str], None] = True, every: float = 5.0,
+                 label: str = "geed.evaluate") -> None:
+        self.total, self.unit, self.every, self.label = int(total), unit, float(every), label
+        self.out = out if callable(out) else (lambda line: print(line, file=sys.stderr, flush=True))
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if done < self.total and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        self.out(f"[{self.label}] {done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s, "
+                 + (f"done in {elapsed:.1f} s" if done >= self.total else f"about {left:.0f} s left"))
 
 
 def _joined(parts: list) -> EEDResult:

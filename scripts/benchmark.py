@@ -1,16 +1,24 @@
 """Cost of measuring: time as a ratio to the bare forward passes, and peak memory against N.
 
 Time. For each model, group and N: *bare* is the model's forward pass over the |G| x N orbit
-inputs in the same chunks, no hooks (building the orbit included); *full* is ``geed.evaluate`` with
+inputs in the same chunks, no hooks (building the orbit included); *geed* is ``geed.evaluate`` with
 channelwise G-EED at every listed feature-map layer, latent (l2, cosine, cosine unnormalised),
-softmax, DI and LI. Both use the chunk that ``geed.evaluate`` chooses. Rounds are interleaved in
-one process and the ratio is the median over rounds of full / bare of the same round (the
-machines are noisy).
+softmax, DI and LI. Both use the chunk that ``geed.evaluate`` chooses. Two other ways of doing the
+same job are timed beside them as reference rows: a *plain loop* (one forward pass per sample and
+group element, then the same metrics) and, for the C8-CNN, *e2cnn's recipe* (``check_equivariance``:
+per element, the outputs on x transformed against the outputs on g x). Rounds are interleaved in
+one process; in each round every time is divided by that round's bare time (paired), and the
+median and range of those ratios over rounds are reported (the machines are noisy).
 
-Memory. For each N, a fresh subprocess runs ``geed.evaluate`` once and reports its peak resident
-memory above the memory after loading the model; with streaming it should not grow with N.
+Threads. The number of intra-op threads is set explicitly (``--threads``, default 1, in this process
+and in the memory subprocesses): under load an OpenMP team's spin-waiting inflates small parallel
+work many times over, and with one thread a busy machine slows every method alike.
 
-    python scripts/benchmark.py [--repeats 7] [--quick] [--no-readme]
+Memory. For each N, a fresh subprocess loads the model and data, warms up, resets the kernel's peak
+resident memory mark (``/proc/self/clear_refs``, Linux), runs ``geed.evaluate`` once and reports its
+peak resident memory above the resident memory just before; with streaming it should not grow with N.
+
+    python scripts/benchmark.py [--repeats 7] [--threads 1] [--quick] [--no-readme]
 
 The result is written between the benchmark markers of README.md.
 """
@@ -58,6 +66,57 @@ def _channelwise(model, layers, group):
     return model.layer_actions(group) if layers is None else {n: None for n in layers}
 
 
+def plain_loop(model, x, group, cw, latent) -> None:
+    """The reference a user writes first: for each sample and each group element, one forward pass
+    of the transformed input (hooks capturing the same layers), then the same metrics per sample."""
+    from geed.metrics import channelwise_eed, latent_eed, logit_invariance_error, prediction_invariance_error, softmax_eed
+    from geed.orbit import _capture, _measuring
+
+    actions = {n: (a if a is not None else geed_spatial(group)) for n, a in cw.items()}
+    with torch.no_grad(), _capture(model, list(actions) + [latent]) as store, _measuring(model):
+        for s in range(x.shape[0]):
+            logits = []
+            for i in range(len(group)):
+                logits.append(model(group.act(x[s : s + 1], i)))
+            Y = {n: torch.stack(v) for n, v in store.items()}
+            for v in store.values():
+                v.clear()
+            L = torch.stack(logits)
+            for n, a in actions.items():
+                channelwise_eed(Y[n], a)
+            for dist in ("l2", "cosine"):
+                latent_eed(Y[latent], group, dist, normalise=False)
+            softmax_eed(L, group), prediction_invariance_error(L, group), logit_invariance_error(L, group)
+
+
+def geed_spatial(group):
+    from geed.actions import SpatialAction
+
+    return SpatialAction(group)
+
+
+def e2cnn_recipe(model, x, group, cw, chunk: int) -> None:
+    """e2cnn's ``check_equivariance`` recipe on the same job: for each group element g, the model's
+    outputs on x (transformed by g's action on each layer) against its outputs on g x, mean absolute
+    error per layer; two forward passes per element, as e2cnn does."""
+    from geed.orbit import _capture, _measuring
+
+    actions = {n: (a if a is not None else geed_spatial(group)) for n, a in cw.items()}
+    with torch.no_grad(), _capture(model, list(actions)) as store, _measuring(model):
+        for i in range(len(group)):
+            for s in range(0, x.shape[0], chunk):
+                xs = x[s : s + chunk]
+                out1 = model(xs)
+                f_x = {n: v[-1] for n, v in store.items()}
+                out2 = model(group.act(xs, i))
+                f_gx = {n: v[-1] for n, v in store.items()}
+                for v in store.values():
+                    v.clear()
+                for n, a in actions.items():
+                    (a.act(f_x[n], i) - f_gx[n]).abs().mean()
+                (out1 - out2).abs().mean()
+
+
 def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
     import geed
     from geed.orbit import auto_chunk_size
@@ -77,19 +136,35 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
     def full():
         geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
 
-    bare(), full()  # warm-up
-    ratios, b_s, f_s = [], [], []
-    for _ in range(repeats):
-        t = time.perf_counter(); bare(); b = time.perf_counter() - t
-        t = time.perf_counter(); full(); f = time.perf_counter() - t
-        ratios.append(f / b), b_s.append(b), f_s.append(f)
-    return {"model": name, "group": group_name, "n": n, "chunk": chunk, "bare_s": statistics.median(b_s),
-            "full_s": statistics.median(f_s), "ratio": statistics.median(ratios)}
+    runs = {"bare": bare, "geed": full}
+    if n <= PLAIN_LOOP_MAX_N:
+        runs["plain loop"] = lambda: plain_loop(model, x, group, cw, latent)
+    if name == "c8cnn":
+        runs["e2cnn recipe"] = lambda: e2cnn_recipe(model, x, group, cw, chunk)
+    for run in runs.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):  # interleaved rounds; each ratio is taken within its round
+        for k, run in runs.items():
+            t = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t)
+    out = {"model": name, "group": group_name, "n": n, "chunk": chunk, "threads": torch.get_num_threads()}
+    for k, ts in times.items():
+        ratios = sorted(t / b for t, b in zip(ts, times["bare"]))
+        out[k] = {"s": statistics.median(ts), "ratio": statistics.median(ratios), "lo": ratios[0], "hi": ratios[-1]}
+    return out
+
+
+def _vm(key: str) -> float:
+    """A field of /proc/self/status in MB (VmRSS: resident now; VmHWM: the peak since the last reset)."""
+    return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 def _peak_child(name: str, group_name: str, n: int) -> None:
-    """Run in a subprocess: print the peak resident memory of one evaluation above the baseline."""
-    import resource
+    """Run in a subprocess: print the peak resident memory of one evaluation above the resident
+    memory just before it (the peak is reset first, so loading the model and data does not count)."""
+    import gc
 
     import geed
 
@@ -98,36 +173,53 @@ def _peak_child(name: str, group_name: str, n: int) -> None:
     x = _inputs(name, shape, n)
     cw = _channelwise(model, layers, group)
     geed.evaluate(model, x[:2], group, channelwise=cw, latent=latent)  # warm-up: allocator and kernels
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the resident memory now
+    base = _vm("VmRSS")
     geed.evaluate(model, x, group, channelwise=cw, latent=latent)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"above_mb": (peak - base) / 1024, "peak_mb": peak / 1024}))
+    peak = _vm("VmHWM")
+    print(json.dumps({"above_mb": peak - base, "peak_mb": peak}))
 
 
-def peak_memory(name: str, group_name: str, n: int) -> dict:
+def peak_memory(name: str, group_name: str, n: int, threads: int) -> dict:
     """Peak above the warm-up with glibc's default allocator, and with a fixed mmap threshold (which
     takes out the heap fragmentation that grows with the number of allocations, whatever is kept)."""
     out = {"model": name, "group": group_name, "n": n}
     for label, extra in (("above_mb", {}), ("fixed_threshold_mb", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
-        run = subprocess.run([sys.executable, __file__, "--child", name, group_name, str(n)], capture_output=True, text=True, check=True,
+        run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--child", name, group_name, str(n)],
+                             capture_output=True, text=True, check=True,
                              env={**os.environ, **extra})
         out[label] = json.loads(run.stdout.strip().splitlines()[-1])["above_mb"]
     return out
 
 
+PLAIN_LOOP_MAX_N = 16  # the plain loop runs one input per forward pass: timed on the smallest N only
 CONFIGS = [("cnn", "C8", (16, 256, 896)), ("c8cnn", "C8", (16, 256, 896)),  # the digits' test split holds 900
            ("resnet18", "C8", (16, 256)),
            ("resnet18", "D4", (16, 256)), ("resnet50", "C4", (16, 64))]
 QUICK = [("cnn", "C8", (16, 64)), ("c8cnn", "C8", (16, 64)), ("resnet18", "D4", (16,))]
 
 
+def _ratio(cell: dict | None) -> str:
+    if cell is None:
+        return "-"
+    return f"{cell['ratio']:.2f}x ({cell['lo']:.2f}-{cell['hi']:.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads (default 1: an OpenMP team spin-waits under load, which inflates small parallel work)")
     ap.add_argument("--quick", action="store_true", help="fewer, smaller configurations")
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads < 1:
+        ap.error(f"--threads must be at least 1; got {args.threads}")
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1; got {args.repeats}")
+    torch.set_num_threads(args.threads)  # the thread policy is explicit, in this process and in the memory subprocesses
     if args.child:
         _peak_child(args.child[0], args.child[1], int(args.child[2]))
         return
@@ -136,19 +228,26 @@ def main() -> None:
     for name, g, ns in configs:
         for n in ns:
             rows.append(time_ratio(name, g, n, args.repeats))
-            print(rows[-1], flush=True)
+            print(json.dumps(rows[-1]), flush=True)
     # the digits' test split holds about 900 digits: 512 is the largest power of two below it
-    mem = [peak_memory(name, g, n) for name, g, ns in (("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 512))) for n in ns]
+    mem = [peak_memory(name, g, n, args.threads) for name, g, ns in (("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 512))) for n in ns]
     for m in mem:
         print(m, flush=True)
-    device = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    lines = [f"Measured on {device}; medians over {args.repeats} interleaved rounds of the ratio within each round. "
-             "Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, channelwise at layer1-4, "
-             "latent at avgpool. Command: `python scripts/benchmark.py`.", "",
-             "| model | group | N | chunk | bare forward passes (s) | all G-EED variants (s) | ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {r['bare_s']:.3f} | {r['full_s']:.3f} | {r['ratio']:.2f}x |" for r in rows]
-    lines += ["", "Peak resident memory of one evaluation above the memory after a warm-up (a subprocess per row), with glibc's "
+    device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}"
+    command = "python scripts/benchmark.py" + (f" --repeats {args.repeats}" if args.repeats != 7 else "") + (
+        f" --threads {args.threads}" if args.threads != 1 else "") + (" --quick" if args.quick else "")
+    lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds every method's time is divided by the bare "
+             "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
+             "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "
+             "channelwise at layer1-4, latent at avgpool. *plain loop*: one forward pass per sample and element, the same "
+             "metrics per sample (smallest N only); *e2cnn recipe*: `check_equivariance`'s two forward passes per element "
+             f"(C8-CNN only). Command: `{command}`.", "",
+             "| model | group | N | chunk | bare forward passes (s) | geed, all G-EED variants (s) | geed / bare | plain loop / bare | e2cnn recipe / bare |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {r['bare']['s']:.3f} | {r['geed']['s']:.3f} | {_ratio(r['geed'])} | "
+              f"{_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
+    lines += ["", "Peak resident memory of one evaluation above the resident memory just before it (after a warm-up; a subprocess "
+              "per row, the peak mark reset before the evaluation), with glibc's "
               "default allocator and with a fixed mmap threshold (`MALLOC_MMAP_THRESHOLD_=65536`, which takes out heap fragmentation):", "",
               "| model | group | N | above baseline (MB) | with a fixed mmap threshold (MB) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {m['model']} | {m['group']} | {m['n']} | {m['above_mb']:.0f} | {m['fixed_threshold_mb']:.0f} |" for m in mem]

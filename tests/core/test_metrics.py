@@ -176,3 +176,76 @@ def test_bad_input_errors(images):
         act.act(torch.zeros(1, 3, 5, 5), 1)
     with pytest.raises(ValueError, match="does not"):
         create_model("c8cnn-tiny", seed=0).layer_actions("C16")
+
+
+def _actions_of_every_kind():
+    """(name, action) pairs covering every Action subclass and channel-map form."""
+    c8, d4 = geed.get_group("C8", mask=True), geed.get_group("D4")
+    model = create_model("c8cnn-tiny", seed=0)
+    perms = model.layer_actions(c8)["block2"]  # regular fields: a permutation per element
+    rng = np.random.default_rng(0)
+    n_ch = perms.n_channels
+    mats = SpatialAction(c8, channel_maps=[np.linalg.qr(rng.normal(size=(n_ch, n_ch)))[0] for _ in range(8)])
+    induced = InducedAction.by_angle(geed.get_group("C8"), SpatialAction(geed.get_group("C4")))
+    return [("spatial C8 masked", SpatialAction(c8), 3), ("spatial D4", SpatialAction(d4), 3),
+            ("regular fields", perms, n_ch), ("matrices", mats, n_ch), ("induced C8 -> C4", induced, 3),
+            ("trivial", TrivialAction(d4), 3)]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_act_all_is_every_elements_act(case):
+    name, action, channels = _actions_of_every_kind()[case]
+    y = torch.randn(4, channels, 13, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(case))
+    every = action.act_all(y)
+    assert every.shape == (len(action.group), *y.shape), name
+    for i in range(len(action.group)):
+        assert torch.equal(every[i], action.act(y, i)), (name, i)
+
+
+@pytest.mark.parametrize("group", ["C8", "D4", "C4"])
+def test_group_orbit_is_every_elements_act_with_the_mask(group):
+    g = geed.get_group(group, mask=True)
+    x = torch.randn(3, 2, 17, 17, generator=torch.Generator().manual_seed(1))
+    orbit = g.orbit(x)
+    for i in range(len(g)):
+        assert torch.equal(orbit[i], g.act(x, i)), i
+
+
+def _channelwise_by_loops(Y: torch.Tensor, action) -> np.ndarray:
+    """Eq. 5 written out pair by pair and channel by channel in float64 (the reference point is
+    f(x) itself: every action here has the identity alone as its kernel on feature maps)."""
+    Y = Y.double()
+    n_el, n = Y.shape[:2]
+    region = action.region(Y[0])
+    out = np.empty((n, n_el))
+    for s in range(n):
+        for i in range(n_el):
+            a = Y[i, s]
+            b = action.act(Y[0, s : s + 1], i)[0]
+            if region is not None:
+                a, b = a * region, b * region
+            cosines = []
+            for c in range(a.shape[0]):
+                va, vb = a[c].flatten().numpy(), b[c].flatten().numpy()
+                na, nb = np.linalg.norm(va), np.linalg.norm(vb)
+                scale = max(np.linalg.norm(a.flatten(1).numpy(), axis=1).max(), np.linalg.norm(b.flatten(1).numpy(), axis=1).max())
+                za, zb = na <= 1e-10 * scale, nb <= 1e-10 * scale
+                if za and zb:
+                    continue  # dead in both: left out
+                cosines.append(0.0 if (za or zb) else float(va @ vb / (na * nb)))
+            out[s, i] = -np.mean(cosines) if cosines else np.nan
+    return out
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_channelwise_equals_a_loop_over_pairs_and_channels(case):
+    name, action, channels = _actions_of_every_kind()[case]
+    g = action.group
+    torch.manual_seed(case)
+    x = torch.randn(3, channels, 11, 11, dtype=torch.float64)
+    Y = torch.relu(g.orbit(x) + 0.3 * torch.randn(len(g), *x.shape, dtype=torch.float64))  # near-equivariant, dead pixels
+    Y[:, 0, 0] = 0.0  # a channel dead everywhere for one sample
+    got = geed.metrics.channelwise_eed(Y, action, reference="input")
+    np.testing.assert_allclose(got.per_pair, _channelwise_by_loops(Y, action), rtol=1e-12, atol=1e-12, err_msg=name)
+    if name != "matrices":  # a mixing matrix brings the dead channel back to life in the targets
+        assert 0 < got.meta["dead_fraction"] < 1

@@ -48,6 +48,22 @@ def test_a_model_in_training_mode_is_measured_in_evaluation_mode_and_left_unchan
     assert a["value"].tolist() == b["value"].tolist()  # the same as measuring it in evaluation mode
 
 
+def test_mixed_modes_are_restored_module_by_module_and_a_model_in_evaluation_mode_is_not_switched(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.Linear(4 * 81, 3))
+    model.train()
+    model[1].eval()  # a frozen BatchNorm inside a model in training
+    seen = []
+    monkeypatch.setattr(nn.Dropout, "forward", lambda self, x: (seen.append(self.training), x)[1])
+    geed.evaluate(model, torch.rand(3, 1, 9, 9), "C4")
+    assert seen and not any(seen)  # measured in evaluation mode
+    assert [m.training for m in model] == [True, False, True, True, True]
+    model.eval()
+    calls = []
+    monkeypatch.setattr(nn.Module, "train", lambda self, mode=True: calls.append(mode) or self)
+    geed.evaluate(model, torch.rand(3, 1, 9, 9), "C4")
+    assert calls == []  # already in evaluation mode: left alone
+
+
 def test_non_square_inputs_are_refused_under_quarter_turns_only():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.rand(3, 1, 8, 12)

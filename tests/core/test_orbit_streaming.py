@@ -52,3 +52,24 @@ def test_the_automatic_chunk_follows_the_memory_budget():
     assert auto_chunk_size(model, x, ["block1"], budget=10 * per_input) == 10
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         geed.evaluate(model, x, "C4", chunk_size=0)
+
+
+def test_progress_reports_rate_and_time_left_and_is_off_by_default(capsys, monkeypatch):
+    from geed import orbit
+    from geed.data.digits import rotated_digits
+
+    model = create_model("cnn-tiny", seed=0).eval()
+    x = rotated_digits("test").subset(12, seed=0).x
+    g = geed.get_group("C4", mask=True)
+    geed.evaluate(model, x, g, latent="latent", chunk_size=8)
+    assert capsys.readouterr().err == ""
+    lines: list[str] = []
+    monkeypatch.setattr(orbit, "PROGRESS_EVERY_S", 0.0)  # a line after every block
+    geed.evaluate(model, x, g, latent="latent", chunk_size=8, progress=lines.append)
+    assert len(lines) == 6  # blocks of 2 samples (8 orbit inputs under C4)
+    assert lines[0].startswith("[geed.evaluate] 2/12 samples,") and "samples/s" in lines[0] and "s left" in lines[0]
+    assert lines[-1].startswith("[geed.evaluate] 12/12 samples,") and "done in" in lines[-1]
+    geed.evaluate(model, x, g, latent="latent", chunk_size=8, progress=True)
+    assert "12/12 samples" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="progress"):
+        geed.evaluate(model, x, g, progress="yes")

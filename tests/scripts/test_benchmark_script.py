@@ -1,0 +1,48 @@
+"""The benchmark script's code paths run and report what its table needs (its timings are not tested)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_row_has_paired_ratios_for_every_method(bench):
+    row = bench.time_ratio("c8cnn@0.0417", "C8", 3, repeats=2)
+    assert set(row) >= {"model", "group", "n", "chunk", "threads", "bare", "geed", "e2cnn recipe"}
+    assert "plain loop" not in row  # not run at a width other than the default
+    for method in ("bare", "geed", "e2cnn recipe"):
+        cell = row[method]
+        assert cell["s"] > 0 and cell["lo"] <= cell["ratio"] <= cell["hi"]
+    assert row["bare"]["ratio"] == 1.0
+    assert bench._ratio(row["geed"]).endswith(")") and bench._ratio(None) == "-"
+
+
+def test_the_reference_methods_run_on_the_same_job(bench):
+    import geed
+    from geed.models import create_model
+
+    model = create_model("c8cnn-tiny", seed=0).eval()
+    group = geed.get_group("C4", mask=True)
+    x = torch.rand(2, 1, 29, 29)
+    cw = model.layer_actions(group)
+    bench.plain_loop(model, x, group, cw, model.latent_layer)
+    bench.e2cnn_recipe(model, x, group, cw, chunk=2)
+    assert not model.training
+
+
+def test_the_peak_memory_child_reports_above_the_resident_memory_before(bench, capsys):
+    bench._peak_child("c8cnn@0.0417", "C4", 4)
+    import json
+
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["above_mb"] >= 0 and out["peak_mb"] > out["above_mb"]

@@ -145,7 +145,7 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
     runs = {"bare": bare, "geed": full}
     if n <= PLAIN_LOOP_MAX_N and "@" not in name:
         runs["plain loop"] = lambda: plain_loop(model, x, group, cw, latent)
-    if name.startswith("c8cnn"):
+    if name == "c8cnn":
         runs["e2cnn recipe"] = lambda: e2cnn_recipe(model, x, group, cw, chunk)
     for run in runs.values():  # warm-up
         run()
@@ -252,8 +252,8 @@ def main() -> None:
              "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
              "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "
              "channelwise at layer1-4, latent at avgpool. *plain loop*: one forward pass per sample and element, the same "
-             "metrics per sample (smallest N only); *e2cnn recipe*: `check_equivariance`'s two forward passes per element "
-             f"(C8-CNN only). Command: `{command}`.", "",
+             "metrics per sample (smallest N, default widths only); *e2cnn recipe*: `check_equivariance`'s two forward passes per element "
+             f"(C8-CNN at its default width only). `@1.0`: the paper profile's width (8 times the default). Command: `{command}`.", "",
              "| model | group | N | chunk | bare forward passes (s) | geed, all G-EED variants (s) | geed / bare | plain loop / bare | e2cnn recipe / bare |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {r['bare']['s']:.3f} | {r['geed']['s']:.3f} | {_ratio(r['geed'])} | "

@@ -87,6 +87,7 @@ class SpatialAction(Action):
                 perm = _as_permutation(m)
                 self._perms.append(None if perm is None else torch.as_tensor(perm))
                 self._mats.append(None if perm is not None else torch.as_tensor(m))
+            self._trivial = [bool(np.allclose(m, np.eye(m.shape[0]))) for m in self.channel_maps]  # checked once
 
     @property
     def n_channels(self) -> int | None:
@@ -124,8 +125,6 @@ class SpatialAction(Action):
     def _channels_trivial(self, i: int) -> bool:
         if self.channel_maps is None:
             return True
-        if not hasattr(self, "_trivial"):  # checked once per action, not once per measurement
-            self._trivial = [bool(np.allclose(m, np.eye(m.shape[0]))) for m in self.channel_maps]
         return self._trivial[i]
 
     def kernel(self, shape: Sequence[int] | None = None) -> list[int]:

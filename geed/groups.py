@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -183,10 +183,13 @@ class Group:
         """Apply element ``i`` to the last two (spatial) axes of ``x``."""
         if not 0 <= i < len(self):
             raise IndexError(f"{self.name} has {len(self)} elements; got index {i}")
+        return self._transform(self._masked(x), i)
+
+    def _masked(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked for its spatial axes, with the input mask applied when the group has one."""
         if x.dim() < 2:
             raise ValueError(f"a group acts on tensors of shape (..., H, W); got shape {tuple(x.shape)}")
-        out = x * disc_mask(x.shape[-2], x.shape[-1], like=x) if self.mask else x
-        return self._transform(out, i)
+        return x * disc_mask(x.shape[-2], x.shape[-1], like=x) if self.mask else x
 
     def _transform(self, out: torch.Tensor, i: int) -> torch.Tensor:
         """Element ``i`` without the input mask: flip, then rotate, then shift."""
@@ -212,9 +215,7 @@ class Group:
             if channels is not None:
                 copies = [c.index_select(-3, channels[i].to(c.device)) for i, c in enumerate(copies)]
             return torch.stack(copies)
-        if x.dim() < 2:
-            raise ValueError(f"a group acts on tensors of shape (..., H, W); got shape {tuple(x.shape)}")
-        base = x * disc_mask(x.shape[-2], x.shape[-1], like=x) if self.mask else x
+        base = self._masked(x)
         out = torch.empty((len(self), *x.shape), dtype=x.dtype, device=x.device)
         for i in range(len(self)):
             moved = self._transform(base, i)

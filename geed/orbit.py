@@ -127,9 +127,9 @@ def _measuring(model: nn.Module) -> Iterator[None]:
         handle = model.register_forward_pre_hook(wrap)
     # a model already in evaluation mode is left alone: switching modes is not free (e2cnn rebuilds
     # its filters when it enters evaluation mode)
-    switch = any(m.training for m in model.modules())
+    modes = {m: m.training for m in model.modules()}
+    switch = any(modes.values())
     if switch:
-        modes = {m: m.training for m in model.modules()}
         model.eval()
     try:
         yield

@@ -69,7 +69,9 @@ def _inputs(name: str, shape, n: int) -> torch.Tensor:
 
 
 def _channelwise(model, layers, group):
-    return model.layer_actions(group) if layers is None else {n: None for n in layers}
+    from geed.actions import SpatialAction
+
+    return model.layer_actions(group) if layers is None else {n: SpatialAction(group) for n in layers}
 
 
 def plain_loop(model, x, group, cw, latent) -> None:
@@ -78,8 +80,7 @@ def plain_loop(model, x, group, cw, latent) -> None:
     from geed.metrics import channelwise_eed, latent_eed, logit_invariance_error, prediction_invariance_error, softmax_eed
     from geed.orbit import _capture, _measuring
 
-    actions = {n: (a if a is not None else geed_spatial(group)) for n, a in cw.items()}
-    with torch.no_grad(), _capture(model, list(actions) + [latent]) as store, _measuring(model):
+    with torch.no_grad(), _capture(model, list(cw) + [latent]) as store, _measuring(model):
         for s in range(x.shape[0]):
             logits = []
             for i in range(len(group)):
@@ -88,17 +89,11 @@ def plain_loop(model, x, group, cw, latent) -> None:
             for v in store.values():
                 v.clear()
             L = torch.stack(logits)
-            for n, a in actions.items():
+            for n, a in cw.items():
                 channelwise_eed(Y[n], a)
             for dist in ("l2", "cosine"):
                 latent_eed(Y[latent], group, dist, normalise=False)
             softmax_eed(L, group), prediction_invariance_error(L, group), logit_invariance_error(L, group)
-
-
-def geed_spatial(group):
-    from geed.actions import SpatialAction
-
-    return SpatialAction(group)
 
 
 def e2cnn_recipe(model, x, group, cw, chunk: int) -> None:
@@ -107,8 +102,7 @@ def e2cnn_recipe(model, x, group, cw, chunk: int) -> None:
     error per layer; two forward passes per element, as e2cnn does."""
     from geed.orbit import _capture, _measuring
 
-    actions = {n: (a if a is not None else geed_spatial(group)) for n, a in cw.items()}
-    with torch.no_grad(), _capture(model, list(actions)) as store, _measuring(model):
+    with torch.no_grad(), _capture(model, list(cw)) as store, _measuring(model):
         for i in range(len(group)):
             for s in range(0, x.shape[0], chunk):
                 xs = x[s : s + chunk]
@@ -118,7 +112,7 @@ def e2cnn_recipe(model, x, group, cw, chunk: int) -> None:
                 f_gx = {n: v[-1] for n, v in store.items()}
                 for v in store.values():
                     v.clear()
-                for n, a in actions.items():
+                for n, a in cw.items():
                     (a.act(f_x[n], i) - f_gx[n]).abs().mean()
                 (out1 - out2).abs().mean()
 

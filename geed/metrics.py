@@ -21,6 +21,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from geed import _fused
 from geed.actions import Action, TrivialAction
 from geed.groups import Group
 from geed.stats import bootstrap_ci
@@ -133,13 +134,19 @@ def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     na = torch.linalg.vector_norm(a, dim=dim)
     nb = torch.linalg.vector_norm(b, dim=dim)
     dot = (a * b).sum(dim=dim)
-    tol = ZERO_TOL.get(a.dtype, 1e-5)
+    return _cosine_of(na, nb, dot, a.dtype)
+
+
+def _cosine_of(na: torch.Tensor, nb: torch.Tensor, dot: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The cosine from the two norms and the dot product, with ``_cosine``'s conventions for the
+    precision ``dtype`` of the compared vectors (the sums themselves may be held more precisely)."""
+    tol = ZERO_TOL.get(dtype, 1e-5)
     scale = torch.maximum(na, nb)
     if scale.dim() > 1:  # per-sample scale over the remaining (channel) axes
         scale = scale.flatten(1).amax(dim=1).view(-1, *([1] * (scale.dim() - 1)))
-    floor = (tol * scale).clamp_min(torch.finfo(a.dtype).tiny)
+    floor = (tol * scale).clamp_min(torch.finfo(dtype).tiny)
     za, zb = na <= floor, nb <= floor
-    cos = dot / (na * nb).clamp_min(torch.finfo(a.dtype).tiny)
+    cos = dot / (na * nb).clamp_min(torch.finfo(dtype).tiny)
     cos = torch.where(za | zb, torch.zeros_like(cos), cos)
     return torch.where(za & zb, torch.full_like(cos, float("nan")), cos)
 
@@ -266,14 +273,19 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     if Y.dim() != 5:
         raise ValueError(f"channelwise G-EED needs (N, C, H, W) feature maps; got shape {tuple(Y.shape[1:])}")
     ref = _reference(Y, action, reference)
-    region = action.region(Y[0])
-    # every element at once: per-pair values and conventions are per (sample, element) row, so they
-    # are those of one element at a time; the stacked targets are the size of Y (a streamed block)
-    out, targets = Y, action.act_all(ref)
-    if region is not None:
-        out, targets = out * region, targets.mul_(region)  # act_all's targets are new: masked in place
     n_el, n = Y.shape[0], Y.shape[1]
-    cos = _channel_cosines(out.reshape(n_el * n, *Y.shape[2:]), targets.reshape(n_el * n, *Y.shape[2:]))
+    if _fused.supports(action, Y):
+        # one compiled pass: each target pixel is formed from ref as it is compared (see geed._fused)
+        na, nb, dot = (t.reshape(n_el * n, -1) for t in _fused.channel_sums(Y, ref, action))
+        cos = _cosine_of(na, nb, dot, Y.dtype)
+    else:
+        region = action.region(Y[0])
+        # every element at once: per-pair values and conventions are per (sample, element) row, so they
+        # are those of one element at a time; the stacked targets are the size of Y (a streamed block)
+        out, targets = Y, action.act_all(ref)
+        if region is not None:
+            out, targets = out * region, targets.mul_(region)  # act_all's targets are new: masked in place
+        cos = _channel_cosines(out.reshape(n_el * n, *Y.shape[2:]), targets.reshape(n_el * n, *Y.shape[2:]))
     nan = torch.isnan(cos)  # (|G| N, C): NaN where both maps are zero
     dead, total = int(nan.sum()), nan.numel()
     per_pair = (-torch.nanmean(cos, dim=1)).reshape(n_el, n).t().detach().double().cpu().numpy()

@@ -3,8 +3,9 @@
 Time. For each model, group and N: *bare* is the model's forward pass over the |G| x N orbit
 inputs in the same chunks, no hooks (building the orbit included); *geed* is ``geed.evaluate`` with
 channelwise G-EED at every listed feature-map layer, latent (l2, cosine, cosine unnormalised),
-softmax, DI and LI. Both use the chunk that ``geed.evaluate`` chooses. Two other ways of doing the
-same job are timed beside them as reference rows: a *plain loop* (one forward pass per sample and
+softmax, DI and LI. Both use the chunk that ``geed.evaluate`` chooses. Three other ways of doing the
+same job are timed beside them as reference rows: geed with its channelwise metric in tensor
+operations (the *tensor path*, where the compiled pass of ``geed._fused`` is not used), a *plain loop* (one forward pass per sample and
 group element, then the same metrics) and, for the C8-CNN, *e2cnn's recipe* (``check_equivariance``:
 per element, the outputs on x transformed against the outputs on g x). Rounds are interleaved in
 one process; in each round every time is divided by that round's bare time (paired), and the
@@ -136,7 +137,18 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
     def full():
         geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
 
+    def tensor_path():  # the same, with the channelwise metric in tensor operations instead of the compiled pass
+        from geed import _fused
+
+        _fused.enabled = False
+        try:
+            full()
+        finally:
+            _fused.enabled = True
+
     runs = {"bare": bare, "geed": full}
+    if _fused_available():
+        runs["geed, tensor path"] = tensor_path
     if n <= PLAIN_LOOP_MAX_N and "@" not in name:
         runs["plain loop"] = lambda: plain_loop(model, x, group, cw, latent)
     if name == "c8cnn":
@@ -154,6 +166,12 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
         ratios = sorted(t / b for t, b in zip(ts, times["bare"]))
         out[k] = {"s": statistics.median(ts), "ratio": statistics.median(ratios), "lo": ratios[0], "hi": ratios[-1]}
     return out
+
+
+def _fused_available() -> bool:
+    from geed import _fused
+
+    return _fused.available()
 
 
 def _vm(key: str) -> float:
@@ -247,11 +265,13 @@ def main() -> None:
              "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "
              "channelwise at layer1-4, latent at avgpool. *plain loop*: one forward pass per sample and element, the same "
              "metrics per sample (smallest N, default widths only); *e2cnn recipe*: `check_equivariance`'s two forward passes per element "
-             f"(C8-CNN at its default width only). `@1.0`: the paper profile's width (8 times the default). Command: `{command}`.", "",
-             "| model | group | N | chunk | bare forward passes (s) | geed, all G-EED variants (s) | geed / bare | plain loop / bare | e2cnn recipe / bare |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "(C8-CNN at its default width only); *tensor path*: geed with its channelwise metric in tensor operations instead of "
+             f"the compiled pass. `@1.0`: the paper profile's width (8 times the default). Command: `{command}`.", "",
+             "| model | group | N | chunk | bare forward passes (s) | geed, all G-EED variants (s) | geed / bare | geed, tensor path / bare "
+             "| plain loop / bare | e2cnn recipe / bare |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {r['bare']['s']:.3f} | {r['geed']['s']:.3f} | {_ratio(r['geed'])} | "
-              f"{_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
+              f"{_ratio(r.get('geed, tensor path'))} | {_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
     lines += ["", "Peak resident memory of one evaluation above the resident memory just before it (after a warm-up; a subprocess "
               "per row, the peak mark reset before the evaluation), with glibc's "
               "default allocator and with a fixed mmap threshold (`MALLOC_MMAP_THRESHOLD_=65536`, which takes out heap fragmentation):", "",

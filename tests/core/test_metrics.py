@@ -237,14 +237,18 @@ def _channelwise_by_loops(Y: torch.Tensor, action) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "tensor"])
 @pytest.mark.parametrize("case", range(5))
-def test_channelwise_equals_a_loop_over_pairs_and_channels(case):
+def test_channelwise_equals_a_loop_over_pairs_and_channels(case, fused, monkeypatch):
+    monkeypatch.setattr(geed._fused, "enabled", fused)
     name, action, channels = _actions_of_every_kind()[case]
     g = action.group
     torch.manual_seed(case)
     x = torch.randn(3, channels, 11, 11, dtype=torch.float64)
     Y = torch.relu(g.orbit(x) + 0.3 * torch.randn(len(g), *x.shape, dtype=torch.float64))  # near-equivariant, dead pixels
     Y[:, 0, 0] = 0.0  # a channel dead everywhere for one sample
+    # the compiled pass takes every kind but a mixing matrix; the tensor path takes everything
+    assert geed._fused.supports(action, Y) == (fused and name != "matrices")
     got = geed.metrics.channelwise_eed(Y, action, reference="input")
     np.testing.assert_allclose(got.per_pair, _channelwise_by_loops(Y, action), rtol=1e-12, atol=1e-12, err_msg=name)
     if name != "matrices":  # a mixing matrix brings the dead channel back to life in the targets

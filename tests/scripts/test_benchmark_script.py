@@ -18,14 +18,17 @@ def bench():
 
 def test_a_row_has_paired_ratios_for_every_method(bench):
     row = bench.time_ratio("c8cnn", "C8", 2, repeats=2)
-    assert set(row) >= {"model", "group", "n", "chunk", "threads", "bare", "geed", "plain loop", "e2cnn recipe"}
-    for method in ("bare", "geed", "plain loop", "e2cnn recipe"):
+    assert set(row) >= {"model", "group", "n", "chunk", "threads", "bare", "geed", "geed, tensor path", "plain loop", "e2cnn recipe"}
+    for method in ("bare", "geed", "geed, tensor path", "plain loop", "e2cnn recipe"):
         cell = row[method]
         assert cell["s"] > 0 and cell["lo"] <= cell["ratio"] <= cell["hi"]
     assert row["bare"]["ratio"] == 1.0
     assert bench._ratio(row["geed"]).endswith(")") and bench._ratio(None) == "-"
     narrow = bench.time_ratio("c8cnn@0.0417", "C8", 2, repeats=1)  # another width: geed and the bare passes only
     assert "plain loop" not in narrow and "e2cnn recipe" not in narrow
+    from geed import _fused
+
+    assert _fused.enabled  # the tensor-path rounds hand the compiled pass back
 
 
 def test_the_reference_methods_run_on_the_same_job(bench):

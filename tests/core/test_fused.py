@@ -1,0 +1,133 @@
+"""The compiled channelwise pass (geed._fused) against the tensor path it replaces on a CPU."""
+import numpy as np
+import pytest
+import torch
+
+import geed
+from geed import _fused
+from geed.actions import InducedAction, SpatialAction
+from geed.metrics import channelwise_eed
+from geed.models import create_model
+
+
+def _both(Y, action, reference="orbit", monkeypatch=None):
+    monkeypatch.setattr(_fused, "enabled", False)
+    tensor = channelwise_eed(Y, action, reference=reference)
+    monkeypatch.setattr(_fused, "enabled", True)
+    assert _fused.supports(action, Y)
+    fused = channelwise_eed(Y, action, reference=reference)
+    return tensor, fused
+
+
+def _orbit_like(group, channels, size, dtype, seed):
+    """Near-equivariant feature maps with the cases the cosine conventions are about: a channel dead
+    in every map, a channel dead in f(g x) alone, and a channel far below the others' scale."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, channels, size, size, generator=gen, dtype=torch.float64)
+    Y = torch.relu(group.orbit(x) + 0.3 * torch.randn(len(group), *x.shape, generator=gen, dtype=torch.float64))
+    Y[:, 0, 0] = 0.0  # dead everywhere for sample 0
+    Y[1:, 1, 1] = 0.0  # dead in the transformed copies of sample 1 only (one side zero: cosine 0)
+    Y[:, 2, 2] *= 1e-8  # far below the zero tolerance of float32, above that of float64
+    return Y.to(dtype)
+
+
+ACTIONS = {
+    "C8 masked": lambda: SpatialAction(geed.get_group("C8", mask=True)),
+    "C8 unmasked": lambda: SpatialAction(geed.get_group("C8")),
+    "D4": lambda: SpatialAction(geed.get_group("D4")),
+    "C4 masked": lambda: SpatialAction(geed.get_group("C4", mask=True)),
+    "flip": lambda: SpatialAction(geed.get_group("flip")),
+    "C8 -> C4": lambda: InducedAction.by_angle(geed.get_group("C8", mask=True), SpatialAction(geed.get_group("C4", mask=True))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("reference", ["orbit", "input"])
+@pytest.mark.parametrize("name", list(ACTIONS))
+def test_same_values_as_the_tensor_path(name, reference, dtype, monkeypatch):
+    action = ACTIONS[name]()
+    Y = _orbit_like(action.group, 5, 13, dtype, seed=len(name))
+    tensor, fused = _both(Y, action, reference, monkeypatch)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    assert np.array_equal(np.isnan(tensor.per_pair), np.isnan(fused.per_pair)), name
+    np.testing.assert_allclose(fused.per_pair, tensor.per_pair, rtol=tol, atol=tol, err_msg=name)
+    assert fused.meta == tensor.meta
+    assert 0 < fused.meta["dead_fraction"] < 1
+
+
+@pytest.mark.parametrize("group", ["C8", "C4"])
+def test_regular_fields_of_a_steerable_model(group, monkeypatch):
+    model = create_model("c8cnn-tiny", seed=0).eval()
+    g = geed.get_group(group, mask=True)
+    images = torch.rand(3, 1, 29, 29, generator=torch.Generator().manual_seed(0))
+    actions = model.layer_actions(g)
+    Y = geed.orbit_outputs(model, images, g, list(actions))
+    for layer, action in actions.items():
+        tensor, fused = _both(Y[layer], action, "orbit", monkeypatch)
+        np.testing.assert_allclose(fused.per_pair, tensor.per_pair, rtol=2e-6, atol=2e-6, err_msg=layer)
+    if group == "C4":  # exact there: the steerable model is equivariant up to rounding
+        assert fused.value < -0.9999
+
+
+def test_pixel_maps_are_the_groups_action():
+    """Applying the stored sparse maps to an image gives the group's action, masked as compared,
+    also on a grid larger than one batch of basis images."""
+    for group in (geed.get_group("C8", mask=True), geed.get_group("D4")):
+        action = SpatialAction(group)
+        for h in (7, 40):  # 40 x 40 = 1,600 pixels: built from two batches of basis images
+            maps = _fused._pixel_maps(action, h, h)
+            img = torch.randn(h, h, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
+            flat = img.reshape(-1).numpy()
+            region = maps["region"]
+            for i in range(len(group)):
+                got = (maps["wts"][i] * flat[maps["idx"][i]]).sum(axis=1)
+                want = (group.act(img[None, None], i)[0, 0].reshape(-1).numpy()) * region
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+            assert maps["nk"][0] == 1  # the identity reads one pixel
+            if group.name == "C8":
+                assert maps["nk"].max() == 4  # bilinear at 45 degrees
+
+
+def test_what_it_does_not_take_goes_the_tensor_way():
+    c8 = geed.get_group("C8", mask=True)
+    Y = torch.rand(8, 2, 3, 9, 9)
+    n = 3
+    mats = SpatialAction(c8, channel_maps=[np.linalg.qr(np.random.default_rng(i).normal(size=(n, n)))[0] for i in range(8)])
+    t4 = SpatialAction(geed.get_group("T3"))
+    assert not _fused.supports(mats, Y)  # a mixing matrix, not a permutation
+    assert not _fused.supports(t4, torch.rand(3, 2, 3, 9, 9))  # translations have their own action
+    assert not _fused.supports(SpatialAction(c8), Y.requires_grad_())
+    assert not _fused.supports(SpatialAction(c8), torch.rand(8, 2, 3, 9, 9, dtype=torch.bfloat16))
+    assert _fused.supports(SpatialAction(c8), torch.rand(8, 2, 3, 9, 9))
+    r = channelwise_eed(torch.rand(3, 2, 3, 9, 9), t4)  # and still measured
+    assert np.isfinite(r.value)
+
+
+def test_without_numba_the_values_are_the_same(monkeypatch):
+    action = ACTIONS["C8 masked"]()
+    Y = _orbit_like(action.group, 4, 11, torch.float64, seed=3)
+    with_numba = channelwise_eed(Y, action)
+    monkeypatch.setattr(_fused, "numba", None)
+    assert not _fused.available() and not _fused.supports(action, Y)
+    np.testing.assert_allclose(channelwise_eed(Y, action).per_pair, with_numba.per_pair, rtol=1e-12, atol=1e-12)
+
+
+def test_a_layer_of_the_wrong_width_is_named(monkeypatch):
+    model = create_model("c8cnn-tiny", seed=0)
+    action = model.layer_actions("C8")["block2"]
+    Y = torch.rand(8, 2, action.n_channels + 1, 9, 9)
+    for enabled in (True, False):
+        monkeypatch.setattr(_fused, "enabled", enabled)
+        with pytest.raises(ValueError, match="permutes"):
+            channelwise_eed(Y, action)
+
+
+def test_thread_settings_are_left_as_they_were():
+    numba = pytest.importorskip("numba")
+    before_numba, before_torch = numba.get_num_threads(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        channelwise_eed(torch.rand(8, 2, 3, 9, 9), ACTIONS["C8 masked"]())
+        assert numba.get_num_threads() == before_numba
+    finally:
+        torch.set_num_threads(before_torch)

@@ -218,7 +218,8 @@ def channel_sums(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tens
     Yn = Y.detach().contiguous().reshape(G, N, C, H * W).numpy()
     refT = ref.detach().to(Y.dtype).reshape(N * C, H * W).t().contiguous().numpy()  # (pixels, sample x channel)
     out = np.empty((3, G, N, C), dtype=np.float64)
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
+    torch_threads = torch.get_num_threads()
+    threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
     with _LOCK:  # numba's default thread pool takes one parallel call at a time
         previous = numba.get_num_threads()
         if threads != previous:
@@ -229,5 +230,7 @@ def channel_sums(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tens
         finally:
             if threads != previous:
                 numba.set_num_threads(previous)
+            if torch.get_num_threads() != torch_threads:  # numba's OpenMP layer shares OpenMP's setting with torch
+                torch.set_num_threads(torch_threads)
     sums = torch.from_numpy(out)
     return sums[0].sqrt(), sums[1].sqrt(), sums[2]

@@ -1,4 +1,7 @@
 """The compiled channelwise pass (geed._fused) against the tensor path it replaces on a CPU."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -123,11 +126,19 @@ def test_a_layer_of_the_wrong_width_is_named(monkeypatch):
 
 
 def test_thread_settings_are_left_as_they_were():
-    numba = pytest.importorskip("numba")
-    before_numba, before_torch = numba.get_num_threads(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        channelwise_eed(torch.rand(8, 2, 3, 9, 9), ACTIONS["C8 masked"]())
-        assert numba.get_num_threads() == before_numba
-    finally:
-        torch.set_num_threads(before_torch)
+    """The pass runs on torch's thread count and leaves torch's and numba's settings as they were
+    (numba's OpenMP layer shares OpenMP's setting with torch). A fresh interpreter, as a user's
+    script: torch's thread count set first, numba's left at its default."""
+    pytest.importorskip("numba")
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "import numba, geed\n"
+        "from geed.metrics import channelwise_eed\n"
+        "from geed.actions import SpatialAction\n"
+        "for _ in range(2):\n"
+        "    channelwise_eed(torch.rand(8, 2, 3, 9, 9), SpatialAction(geed.get_group('C8', mask=True)))\n"
+        "print(torch.get_num_threads(), numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-2:] == ["1", "True"]

@@ -40,3 +40,13 @@ def test_when_no_weight_reaches_the_target_the_largest_is_used_and_the_sentence_
     assert table.loc[table.chosen, "weight"].tolist() == [30.0] and not table["reached"].any()
     assert "no weight reached SI 0.95 (the largest gives 0.800)" in bx.tuning_sentence(table, 0.95)
     assert isinstance(table, pd.DataFrame)
+
+
+def test_when_the_largest_weight_is_not_the_most_invariant_the_sentence_names_both(monkeypatch):
+    _fake(monkeypatch, {1.0: 0.70, 3.0: 0.77, 10.0: 0.89, 30.0: 0.71})
+    table = bx.tune_regulariser(PARAMS, progress=False)
+    assert table.loc[table.chosen, "weight"].tolist() == [30.0]  # the rule fixed in advance is unchanged
+    sentence = bx.tuning_sentence(table, 0.95)
+    assert "weight 10 gave the highest SI (0.890" in sentence and "were not measured for weight 10" in sentence
+    monotone = table.assign(**{"SI (held-out training digits)": [0.5, 0.6, 0.7, 0.8]})
+    assert "highest SI" not in bx.tuning_sentence(monotone, 0.95)

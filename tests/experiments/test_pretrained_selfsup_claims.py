@@ -94,3 +94,53 @@ def test_the_papers_published_models_are_judged_when_measured():
     v = _verdicts44(pd.concat([ours, published]))
     assert v["4.4-1-published"] == v["4.4-2-published"] == C.HOLDS and v["4.4-3-published"] == C.FAILS
 
+
+
+def _default44(**changes) -> dict:
+    params = dict(arch="efficientnet_lite0", init="imagenet", size=97, n_models=3, iterations=80, batch_size=32, lr=0.0005,
+                  n_points=100, n_reference=100, include_published=True, weights_dir=None, seed=0)
+    return {**params, **changes}
+
+
+def test_the_earlier_protocol_is_shown_beside_runs_that_differ_from_it_in_budget_alone():
+    from geed.experiments import section44 as s44
+
+    earlier = s44.earlier_protocol(_default44())
+    assert earlier is not None and earlier.changed == {"iterations": (150, 80)}
+    assert set(earlier.table["model"]) >= {LABELS["supervised"], LABELS["simclr"], LABELS["dino"]}
+    assert earlier.table.groupby("model")["seed"].nunique().min() >= 1
+    for other in (_default44(iterations=150), _default44(n_models=1), _default44(arch="efficientnet_lite1"), _default44(init="scratch")):
+        assert s44.earlier_protocol(other) is None
+    # this run's verdicts and the earlier protocol's, by the same rules, in the history and side by side
+    tables = {"table": _table44(0.1, 3)}
+    got = {cid: v for cid, _, _, v, _ in s44.claims(tables, earlier)}
+    before = {cid: v for cid, _, _, v in claims_44(earlier.table)}
+    assert set(got) == set(before) == {"4.4-1", "4.4-2", "4.4-3"}
+    for cid, v in got.items():
+        assert v.verdict == _verdicts44(tables["table"])[cid]
+        assert "at 150 training iterations per model" in v.history and f"{before[cid].verdict} ({before[cid].figures})" in v.history
+    side = s44.protocol_comparison(tables, earlier)
+    assert list(side["earlier protocol (150 iterations)"]) == [before[c].verdict for c in side["claim"]]
+    assert list(side["this run (80 iterations)"]) == [got[c].verdict for c in side["claim"]]
+    assert all(v.history.count("150 training iterations") == 0 for _, _, _, v, _ in s44.claims(tables))
+
+
+def test_a_damaged_record_is_refused_before_any_work(tmp_path):
+    import shutil
+
+    from geed.experiments import section44 as s44
+
+    for f in s44.RECORDS.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    csv = next(tmp_path.glob("*.csv"))
+    csv.write_text(csv.read_text().replace("0.", "1.", 1))
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        s44.earlier_protocol(_default44(), records=tmp_path)
+    assert s44.earlier_protocol(_default44(iterations=150), records=tmp_path) is None  # not needed, not read
+    csv.unlink()
+    with pytest.raises(ValueError, match="missing"):
+        s44.earlier_protocol(_default44(), records=tmp_path)
+    next(tmp_path.glob("*.json")).write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        s44.earlier_protocol(_default44(), records=tmp_path)
+    assert s44.earlier_protocol(_default44(), records=tmp_path / "none") is None

@@ -267,7 +267,12 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     Convention for dead channels (the same for every model): a channel that is zero in both
     compared maps is left out of that pair's mean over channels; ``meta["dead_fraction"]`` is the
     share of (sample, element, channel) comparisons left out, and belongs beside the value: a
-    layer with many dead channels is measured on fewer channels."""
+    layer with many dead channels is measured on fewer channels.
+
+    On a CPU, for spatial actions with or without channel permutations, the norms and products are
+    taken in one compiled pass (:mod:`geed._fused`, with numba) that forms each target pixel as it
+    is compared; other actions and devices use tensor operations. Both give the same values to
+    rounding (tested), with the same conventions."""
     group = action.group
     _check_orbit(Y, group)
     if Y.dim() != 5:

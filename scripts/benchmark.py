@@ -20,6 +20,7 @@ resident memory mark (``/proc/self/clear_refs``, Linux), runs ``geed.evaluate`` 
 peak resident memory above the resident memory just before; with streaming it should not grow with N.
 
     python scripts/benchmark.py [--repeats 7] [--threads 1] [--quick] [--no-readme]
+    python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
 
 The result is written between the benchmark markers of README.md.
 """
@@ -168,6 +169,56 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
     return out
 
 
+FORWARD_OPS = ("conv2d", "batch_norm", "relu", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "grid_sampler_2d")
+
+
+def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) -> list[dict]:
+    """Where geed's time goes beside the bare passes, from cProfile's per-function times in one process:
+    the model's own operations (convolutions, norms, activations, pooling, the orbit's interpolation),
+    the compiled channelwise pass, and everything else (the metrics' tensor operations and Python)."""
+    import cProfile
+    import pstats
+
+    import geed
+    from geed.orbit import auto_chunk_size
+
+    model, layers, latent, shape = _setup(name)
+    group = geed.get_group(group_name, mask=_digits(name))
+    x = _inputs(name, shape, n)
+    cw = _channelwise(model, layers, group)
+    chunk = auto_chunk_size(model, x[:1], list(cw))
+
+    def bare():
+        with torch.no_grad():
+            flat = group.orbit(x).reshape(-1, *x.shape[1:])
+            for s in range(0, flat.shape[0], chunk):
+                model(flat[s : s + chunk])
+
+    def full():
+        geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
+
+    def profiled(run) -> dict:
+        prof = cProfile.Profile()
+        start = time.perf_counter()
+        prof.enable()
+        run()
+        prof.disable()
+        wall = time.perf_counter() - start
+        own: dict[str, float] = {}
+        for (_, _, func), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():
+            own[func] = own.get(func, 0.0) + tottime
+        model_ops = sum(t for f, t in own.items() if any(f"torch.{op}>" in f or f"_nn.{op}>" in f for op in FORWARD_OPS))
+        compiled = sum(t for f, t in own.items() if "_sums_kernel" in f)
+        return {"wall": wall, "model": model_ops, "compiled": compiled, "rest": wall - model_ops - compiled}
+
+    bare(), full()  # warm-up
+    rows = []
+    for _ in range(rounds):
+        b, g = profiled(bare), profiled(full)
+        rows.append({"bare": b, "geed": g})
+    return rows
+
+
 def _fused_available() -> bool:
     from geed import _fused
 
@@ -237,6 +288,8 @@ def main() -> None:
                     help="intra-op threads (default 1: an OpenMP team spin-waits under load, which inflates small parallel work)")
     ap.add_argument("--quick", action="store_true", help="fewer, smaller configurations")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--breakdown", metavar="MODEL", help="profile where geed's time goes beside the bare passes for one model "
+                    "(C8, N = 256; cnn, c8cnn, resnet18, ...), print it and stop")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1:
@@ -246,6 +299,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # the thread policy is explicit, in this process and in the memory subprocesses
     if args.child:
         _peak_child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    if args.breakdown:
+        for r in breakdown(args.breakdown):
+            b, g = r["bare"], r["geed"]
+            print(f"{args.breakdown} C8 N=256, {args.threads} thread(s), seconds under cProfile: bare {b['wall']:.3f} "
+                  f"(model ops {b['model']:.3f}, rest {b['rest']:.3f}); geed {g['wall']:.3f} (model ops {g['model']:.3f}, "
+                  f"compiled pass {g['compiled']:.3f}, rest {g['rest']:.3f}); as shares of the bare model ops: compiled "
+                  f"{g['compiled'] / b['model']:.1%}, extra rest {(g['rest'] - b['rest']) / b['model']:.1%}, "
+                  f"model ops {g['model'] / b['model'] - 1:+.1%}", flush=True)
         return
     configs = QUICK if args.quick else CONFIGS
     rows = []

@@ -50,3 +50,13 @@ def test_the_peak_memory_child_reports_above_the_resident_memory_before(bench, c
 
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["above_mb"] >= 0 and out["peak_mb"] > out["above_mb"]
+
+
+def test_the_breakdown_splits_geeds_time(bench):
+    rows = bench.breakdown("c8cnn@0.0417", "C8", n=2, rounds=1)
+    (row,) = rows
+    for method in ("bare", "geed"):
+        parts = row[method]
+        assert parts["wall"] > 0 and parts["model"] > 0
+        assert abs(parts["wall"] - parts["model"] - parts["compiled"] - parts["rest"]) < 1e-9
+    assert row["bare"]["compiled"] == 0 and row["geed"]["compiled"] > 0

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -119,7 +120,9 @@ def e2cnn_recipe(model, x, group, cw, chunk: int) -> None:
                 (out1 - out2).abs().mean()
 
 
-def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
+def _job(name: str, group_name: str, n: int):
+    """One benchmark job: the model and its inputs, the chunk ``geed.evaluate`` chooses, and the two
+    ways of running it: the bare forward passes over the orbit inputs and geed's full evaluation."""
     import geed
     from geed.orbit import auto_chunk_size
 
@@ -137,6 +140,13 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
 
     def full():
         geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
+
+    return SimpleNamespace(model=model, x=x, group=group, cw=cw, latent=latent, chunk=chunk, bare=bare, full=full)
+
+
+def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
+    job = _job(name, group_name, n)
+    model, x, group, cw, latent, chunk, bare, full = (job.model, job.x, job.group, job.cw, job.latent, job.chunk, job.bare, job.full)
 
     def tensor_path():  # the same, with the channelwise metric in tensor operations instead of the compiled pass
         from geed import _fused
@@ -179,23 +189,7 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
     import cProfile
     import pstats
 
-    import geed
-    from geed.orbit import auto_chunk_size
-
-    model, layers, latent, shape = _setup(name)
-    group = geed.get_group(group_name, mask=_digits(name))
-    x = _inputs(name, shape, n)
-    cw = _channelwise(model, layers, group)
-    chunk = auto_chunk_size(model, x[:1], list(cw))
-
-    def bare():
-        with torch.no_grad():
-            flat = group.orbit(x).reshape(-1, *x.shape[1:])
-            for s in range(0, flat.shape[0], chunk):
-                model(flat[s : s + chunk])
-
-    def full():
-        geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
+    job = _job(name, group_name, n)
 
     def profiled(run) -> dict:
         prof = cProfile.Profile()
@@ -211,10 +205,10 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
         compiled = sum(t for f, t in own.items() if "_sums_kernel" in f)
         return {"wall": wall, "model": model_ops, "compiled": compiled, "rest": wall - model_ops - compiled}
 
-    bare(), full()  # warm-up
+    job.bare(), job.full()  # warm-up
     rows = []
     for _ in range(rounds):
-        b, g = profiled(bare), profiled(full)
+        b, g = profiled(job.bare), profiled(job.full)
         rows.append({"bare": b, "geed": g})
     return rows
 

@@ -77,7 +77,7 @@ def test_pixel_maps_are_the_groups_action():
     also on a grid larger than one batch of basis images."""
     for group in (geed.get_group("C8", mask=True), geed.get_group("D4")):
         action = SpatialAction(group)
-        for h in (7, 40):  # 40 x 40 = 1,600 pixels: built from two batches of basis images
+        for h in (7, 50):  # 50 x 50 = 2,500 pixels: built from two batches of basis images
             maps = _fused._pixel_maps(action, h, h)
             img = torch.randn(h, h, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
             flat = img.reshape(-1).numpy()
@@ -102,6 +102,8 @@ def test_what_it_does_not_take_goes_the_tensor_way():
     assert not _fused.supports(SpatialAction(c8), Y.requires_grad_())
     assert not _fused.supports(SpatialAction(c8), torch.rand(8, 2, 3, 9, 9, dtype=torch.bfloat16))
     assert _fused.supports(SpatialAction(c8), torch.rand(8, 2, 3, 9, 9))
+    side = int(_fused.MAX_PIXELS**0.5) + 1  # a grid too large for a pixel map
+    assert not _fused.supports(SpatialAction(c8), torch.rand(8, 1, 1, side, side))
     r = channelwise_eed(torch.rand(3, 2, 3, 9, 9), t4)  # and still measured
     assert np.isfinite(r.value)
 

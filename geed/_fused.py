@@ -38,8 +38,6 @@ enabled = True  # set to False to take the tensor path everywhere (the tests com
 
 _TABLES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-_BASIS_BYTES = 32 * 2**20  # basis images transformed at once when a pixel map is built, in bytes
-MAX_PIXELS = 64 * 64  # larger maps take the tensor path: a pixel map is built from H W basis images (about 1.6 s for 56 x 56, 21 s for 112 x 112, once per action and grid)
 
 
 def available() -> bool:
@@ -81,50 +79,64 @@ def _target_of(action):
 def supports(action, Y: torch.Tensor) -> bool:
     """Whether the fused loop computes channelwise G-EED of ``action`` on orbit outputs ``Y``."""
     return (available() and Y.device.type == "cpu" and Y.dtype in (torch.float32, torch.float64)
-            and Y.dim() == 5 and Y.shape[-1] * Y.shape[-2] <= MAX_PIXELS and not Y.requires_grad
+            and Y.dim() == 5 and not Y.requires_grad
             and _target_of(action) is not None)
 
 
 def _pixel_maps(spatial, h: int, w: int) -> dict:
-    """Every element's pixel map on an h x w grid (input mask and comparison region folded in)."""
+    """Every element's pixel map on an h x w grid (input mask and comparison region folded in),
+    read off the group's own action on probe images, and checked against it."""
     per_action = _TABLES.setdefault(spatial, {})
-    if (h, w) in per_action:
-        return per_action[(h, w)]
-    group, S = spatial.group, h * w
-    probe = torch.zeros(1, 1, h, w, dtype=torch.float64)
-    region = spatial.region(probe)
-    r = np.ones(S) if region is None else region.reshape(S).numpy().astype(np.float64)
-    rows_all, cols_all, vals_all = [], [], []
-    chunk = max(1, _BASIS_BYTES // (8 * S))
-    for i in range(len(group)):
-        rows, cols, vals = [], [], []
-        for start in range(0, S, chunk):
-            stop = min(S, start + chunk)
-            basis = torch.zeros(stop - start, 1, h, w, dtype=torch.float64)
-            basis.view(stop - start, S)[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-            moved = group.act(basis, i).reshape(stop - start, S).numpy()  # moved[j, s_out]: input pixel start + j
-            j, s_out = np.nonzero(moved)
-            rows.append(s_out)
-            cols.append(j + start)
-            vals.append(moved[j, s_out] * r[s_out])
-        rows_all.append(np.concatenate(rows))
-        cols_all.append(np.concatenate(cols))
-        vals_all.append(np.concatenate(vals))
-    counts = [np.bincount(rw, minlength=S) for rw in rows_all]
-    K = max(1, max(int(c.max()) if c.size else 0 for c in counts))
-    idx = np.zeros((len(group), S, K), dtype=np.int64)
-    wts = np.zeros((len(group), S, K), dtype=np.float64)
-    nk = np.zeros(len(group), dtype=np.int64)
-    for i, (rw, cl, vl, cnt) in enumerate(zip(rows_all, cols_all, vals_all, counts)):
-        order = np.argsort(rw, kind="stable")
-        rw, cl, vl = rw[order], cl[order], vl[order]
-        starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        pos = np.arange(rw.size) - starts[rw]
-        idx[i, rw, pos], wts[i, rw, pos] = cl, vl
-        nk[i] = int(cnt.max()) if cnt.size else 0
-    tables = {"idx": idx, "wts": wts, "nk": nk, "region": r}
-    per_action[(h, w)] = tables
-    return tables
+    if (h, w) not in per_action:
+        group, S = spatial.group, h * w
+        region = spatial.region(torch.zeros(1, 1, h, w, dtype=torch.float64))
+        r = np.ones(S) if region is None else region.reshape(S).numpy().astype(np.float64)
+        maps = [_probed(group, i, h, w) for i in range(len(group))]
+        K = max(1, max(int(np.bincount(rows, minlength=S).max()) if rows.size else 0 for rows, _, _ in maps))
+        idx = np.zeros((len(group), S, K), dtype=np.int64)
+        wts = np.zeros((len(group), S, K), dtype=np.float64)
+        nk = np.zeros(len(group), dtype=np.int64)
+        for i, (rows, cols, vals) in enumerate(maps):
+            order = np.argsort(rows, kind="stable")
+            rows, cols, vals = rows[order], cols[order], vals[order]
+            counts = np.bincount(rows, minlength=S)
+            pos = np.arange(rows.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[rows]
+            idx[i, rows, pos], wts[i, rows, pos] = cols, vals * r[rows]
+            nk[i] = int(counts.max()) if rows.size else 0
+        per_action[(h, w)] = {"idx": idx, "wts": wts, "nk": nk, "region": r}
+    return per_action[(h, w)]
+
+
+_PROBE_STRIDE = 3  # lit pixels of one probe lie this far apart: no output pixel reads two of them
+
+
+def _probed(group, i: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(output pixel, input pixel, weight) of every non-zero entry of element ``i``'s linear map of an
+    h x w image, in O(h w): each output pixel of a flip, shift or (bilinear) rotation reads a 2 x 2
+    block of input pixels at most, so on probe images whose lit pixels are ``_PROBE_STRIDE`` apart it
+    reads at most one lit pixel; a probe lit with ones gives that pixel's weight, and one lit with
+    the pixels' indices plus one tells which pixel it was. The result is checked against the group's
+    action on random images; a map that is not of this kind is an error, not a wrong value."""
+    S, k = h * w, _PROBE_STRIDE
+    ii, jj = np.divmod(np.arange(S), w)
+    cls = (ii % k) * k + (jj % k)  # the probe that lights each input pixel
+    probes = torch.zeros(2 * k * k, S, dtype=torch.float64)
+    probes[cls, np.arange(S)] = 1.0
+    probes[k * k + cls, np.arange(S)] = torch.arange(1, S + 1, dtype=torch.float64)
+    moved = group.act(probes.reshape(-1, 1, h, w), i).reshape(2 * k * k, S).numpy()
+    weight, tagged = moved[: k * k], moved[k * k :]
+    c, out = np.nonzero(weight)
+    src = np.rint(tagged[c, out] / weight[c, out]).astype(np.int64) - 1
+    vals = weight[c, out]
+    check = torch.randn(3, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = group.act(check, i).reshape(3, S).numpy()
+    got = np.zeros((3, S))
+    np.add.at(got, (slice(None), out), check.reshape(3, S).numpy()[:, src] * vals)
+    valid = src.size == 0 or (src.min() >= 0 and src.max() < S)
+    if not valid or not np.allclose(got, want, rtol=1e-9, atol=1e-9 * max(1.0, float(np.abs(want).max()))):
+        raise ValueError(f"element {i} of {group.name} is not a map that reads at most a 2 x 2 block of pixels per output pixel "
+                         "on an h x w grid; the compiled pass cannot take it")
+    return out, src, vals
 
 
 def _channel_perms(spatial, elements: list[int], C: int) -> np.ndarray:

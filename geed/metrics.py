@@ -269,8 +269,7 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     share of (sample, element, channel) comparisons left out, and belongs beside the value: a
     layer with many dead channels is measured on fewer channels.
 
-    On a CPU, for spatial actions with or without channel permutations on maps of up to
-    ``geed._fused.MAX_PIXELS`` pixels, the norms and products are
+    On a CPU, for spatial actions with or without channel permutations, the norms and products are
     taken in one compiled pass (:mod:`geed._fused`, with numba) that forms each target pixel as it
     is compared; other actions and devices use tensor operations. Both give the same values to
     rounding (tested), with the same conventions."""

@@ -73,13 +73,14 @@ def test_regular_fields_of_a_steerable_model(group, monkeypatch):
 
 
 def test_pixel_maps_are_the_groups_action():
-    """Applying the stored sparse maps to an image gives the group's action, masked as compared,
-    also on a grid larger than one batch of basis images."""
-    for group in (geed.get_group("C8", mask=True), geed.get_group("D4")):
+    """Applying the stored sparse maps to an image gives the group's action, masked as compared, on
+    square and oblong grids from 1 x 1 to 112 x 112."""
+    grids = {"C8": [(1, 1), (2, 2), (7, 7), (112, 112)], "D4": [(7, 7), (112, 112)], "flip": [(7, 12)], "C2": [(5, 9)]}
+    for group in (geed.get_group("C8", mask=True), geed.get_group("D4"), geed.get_group("flip"), geed.get_group("C2")):
         action = SpatialAction(group)
-        for h in (7, 50):  # 50 x 50 = 2,500 pixels: built from two batches of basis images
-            maps = _fused._pixel_maps(action, h, h)
-            img = torch.randn(h, h, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
+        for h, w in grids[group.name]:
+            maps = _fused._pixel_maps(action, h, w)
+            img = torch.randn(h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
             flat = img.reshape(-1).numpy()
             region = maps["region"]
             for i in range(len(group)):
@@ -87,8 +88,17 @@ def test_pixel_maps_are_the_groups_action():
                 want = (group.act(img[None, None], i)[0, 0].reshape(-1).numpy()) * region
                 np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
             assert maps["nk"][0] == 1  # the identity reads one pixel
-            if group.name == "C8":
+            if group.name == "C8" and h > 2:
                 assert maps["nk"].max() == 4  # bilinear at 45 degrees
+
+
+def test_a_pixel_map_is_checked_against_the_groups_action(monkeypatch):
+    """The probes read one lit pixel per output pixel only when lit pixels lie apart: lit side by
+    side, a 45-degree turn mixes them, and the check refuses the map instead of storing a wrong one."""
+    monkeypatch.setattr(_fused, "_PROBE_STRIDE", 1)
+    with pytest.raises(ValueError, match="2 x 2 block"):
+        _fused._pixel_maps(SpatialAction(geed.get_group("C8", mask=True)), 9, 9)
+    _fused._probed(geed.get_group("D4"), 5, 9, 9)  # permutations read one pixel: any stride will do
 
 
 def test_what_it_does_not_take_goes_the_tensor_way():
@@ -102,8 +112,6 @@ def test_what_it_does_not_take_goes_the_tensor_way():
     assert not _fused.supports(SpatialAction(c8), Y.requires_grad_())
     assert not _fused.supports(SpatialAction(c8), torch.rand(8, 2, 3, 9, 9, dtype=torch.bfloat16))
     assert _fused.supports(SpatialAction(c8), torch.rand(8, 2, 3, 9, 9))
-    side = int(_fused.MAX_PIXELS**0.5) + 1  # a grid too large for a pixel map
-    assert not _fused.supports(SpatialAction(c8), torch.rand(8, 1, 1, side, side))
     r = channelwise_eed(torch.rand(3, 2, 3, 9, 9), t4)  # and still measured
     assert np.isfinite(r.value)
 

@@ -8,7 +8,8 @@ the orbit's feature maps, which on a CPU cost about a quarter of the forward pas
 Here every element's action on a feature map of a given size is written once as a sparse linear
 map of its pixels (at most four input pixels per output pixel: bilinear interpolation, exact
 permutations for quarter turns and flips; the group's input mask and the comparison region folded
-into the weights) and a permutation of its channels. One compiled loop then reads each value of
+into the weights; read off the group's own action on probe images and checked against it) and a
+permutation of its channels. One compiled loop then reads each value of
 ``f(g x)`` once, forms the target pixel from ``fhat(x)`` as it goes, and accumulates the three
 sums ``|a|^2``, ``|b|^2`` and ``a . b`` of every (element, sample, channel) in float64. The
 cosine conventions (dead channels, the zero tolerance) are then applied to those sums exactly as
@@ -55,7 +56,8 @@ def _plain_spatial(action) -> bool:
 
 
 def _target(action):
-    """(spatial action, element map) of an action the fused loop handles, or None."""
+    """(spatial action, the element of it each group element acts as) of an action the compiled
+    pass takes, or None."""
     from geed.actions import InducedAction, SpatialAction
 
     if isinstance(action, SpatialAction) and _plain_spatial(action):

@@ -218,8 +218,6 @@ def _plan(action, C: int, H: int, W: int) -> dict:
     key = ("plan", C, H, W)
     if key not in plans:
         spatial, elements = _target_of(action)
-        if spatial.channel_maps is not None and spatial.n_channels != C:
-            raise ValueError(f"this action permutes {spatial.n_channels} channels but the layer has {C}")
         tables = _pixel_maps(spatial, H, W)
         perm = _channel_perms(spatial, elements, C)
         plans[key] = {**tables, "wts32": tables["wts"].astype(np.float32), "elements": np.asarray(elements, dtype=np.int64),
@@ -231,6 +229,7 @@ def channel_sums(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tens
     """``(|a|, |b|, a . b)`` per (element, sample, channel), float64, of ``a = f(g x)`` and
     ``b = g . ref(x)`` within the action's region; ``Y`` is ``(|G|, N, C, H, W)``, ``ref`` ``(N, C, H, W)``."""
     G, N, C, H, W = Y.shape
+    _target_of(action)[0]._check(ref)  # the action's own check of the layer's shape (e.g. its number of channels)
     plan = _plan(action, C, H, W)
     Yn = Y.detach().contiguous().reshape(G, N, C, H * W).numpy()
     refT = ref.detach().to(Y.dtype).reshape(N * C, H * W).t().contiguous().numpy()  # (pixels, sample x channel)

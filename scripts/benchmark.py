@@ -231,10 +231,8 @@ def _peak_child(name: str, group_name: str, n: int) -> None:
 
     import geed
 
-    model, layers, latent, shape = _setup(name)
-    group = geed.get_group(group_name, mask=_digits(name))
-    x = _inputs(name, shape, n)
-    cw = _channelwise(model, layers, group)
+    job = _job(name, group_name, n)
+    model, x, group, cw, latent = job.model, job.x, job.group, job.cw, job.latent
     geed.evaluate(model, x[:2], group, channelwise=cw, latent=latent)  # warm-up: allocator and kernels
     gc.collect()
     try:

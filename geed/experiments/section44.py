@@ -7,8 +7,10 @@ latent flip-EED; ``claims(tables)`` gives the verdicts (rules in :func:`geed.exp
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,11 @@ class EarlierProtocol:
     table: pd.DataFrame
     meta: dict
     changed: dict  # parameter -> (earlier value, this run's value)
+
+    @cached_property
+    def verdicts(self) -> dict:
+        """claim id -> verdict on the recorded table, by the rules of :func:`geed.experiments.selfsup.claims_44`."""
+        return {cid: v for cid, _, _, v in S.claims_44(self.table)}
 
     def label(self) -> str:
         was = self.changed["iterations"][0]
@@ -65,8 +72,6 @@ def earlier_protocol(params: dict, records: Path | None = None) -> EarlierProtoc
     if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
         raise ValueError(f"the record {table_path} is missing or does not match its checksum in {EARLIER_RECORD}.json; "
                          "restore both files from the repository")
-    import io
-
     table = pd.read_csv(io.BytesIO(raw))
     return EarlierProtocol(table, meta, {"iterations": (earlier["iterations"], params.get("iterations"))})
 
@@ -94,7 +99,7 @@ def claims(tables: dict, earlier: EarlierProtocol | None = None) -> list[tuple]:
     """``(id, source, claim, verdict, key)`` for every claim of Section 4.4; 4.4-1 is the headline.
     With an ``earlier`` protocol, each verdict's history also gives the verdict, by the same rules,
     on the earlier protocol's recorded table."""
-    before = {cid: v for cid, _, _, v in S.claims_44(earlier.table)} if earlier is not None else {}
+    before = earlier.verdicts if earlier is not None else {}
     out = []
     for cid, src, text, verdict in S.claims_44(tables["table"]):
         if cid in before:
@@ -110,7 +115,7 @@ def protocol_comparison(tables: dict, earlier: EarlierProtocol) -> pd.DataFrame:
     now = {cid: v for cid, _, _, v in S.claims_44(tables["table"])}
     was, is_ = earlier.changed["iterations"]
     rows = []
-    for cid, _, _, v in S.claims_44(earlier.table):
+    for cid, v in earlier.verdicts.items():
         mine = now.get(cid)
         rows.append({"claim": cid, f"this run ({is_} iterations)": mine.verdict if mine else "-",
                      f"earlier protocol ({was} iterations)": v.verdict,

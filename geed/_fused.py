@@ -12,8 +12,9 @@ into the weights; read off the group's own action on probe images and checked ag
 permutation of its channels. One compiled loop then reads each value of
 ``f(g x)`` once, forms the target pixel from ``fhat(x)`` as it goes, and accumulates the three
 sums ``|a|^2``, ``|b|^2`` and ``a . b`` of every (element, sample, channel) in float64. The
-cosine conventions (dead channels, the zero tolerance) are then applied to those sums exactly as
-the tensor path applies them, and the tests hold the two paths equal.
+cosine conventions (dead channels, the zero tolerance) are then applied to those sums as the
+tensor path applies them, and the mean over channels taken, in the same compiled call; the tests
+hold the two paths equal.
 
 Used for actions whose elements are spatial maps of a standard group, optionally with channel
 permutations (regular fields), on CPU tensors of float32 or float64; anything else (and any
@@ -33,7 +34,7 @@ try:  # an optional accelerator: without it the tensor path gives the same value
 except ImportError:  # pragma: no cover - numba is in the project's requirements
     numba = None
 
-__all__ = ["available", "channel_sums", "supports"]
+__all__ = ["available", "channelwise", "supports"]
 
 enabled = True  # set to False to take the tensor path everywhere (the tests compare the two)
 
@@ -155,60 +156,112 @@ _TILE = 16  # pixels x (sample, channel) pairs per tile of the transpose
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
-def _compiled(fn):
-    """``fn`` compiled for parallel loops, its machine code cached on disk where a cache can be
-    written (compiling takes a few seconds once); without a writable cache it is compiled per process."""
-    options = dict(parallel=True, fastmath=_FASTMATH, nogil=True)
+def _compiled(fn, parallel: bool):
+    """``fn`` compiled (for parallel loops or not), its machine code cached on disk where a cache can
+    be written (compiling takes a few seconds once); without a writable cache it is compiled per process."""
+    options = dict(parallel=parallel, fastmath=_FASTMATH, nogil=True)
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # no writable place for the cache (e.g. a read-only installation)
         return numba.njit(**options)(fn)
 
 
+def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead):  # pragma: no cover - compiled
+    """Channelwise G-EED of orbit outputs ``Y`` (G, N, C, S) against ``ref`` (N, C, S), written into
+    ``per_pair`` (N, G) with the number of undefined (dead) channel comparisons per element in ``dead``.
+
+    For each element g: its targets T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] are built along
+    the (sample, channel) axis p, where the reads are contiguous, turned tile by tile into rows of
+    pixels, then one contiguous pass with f(g x) accumulates |a|^2, |b|^2 and a . b in float64.
+    The cosine conventions of ``geed.metrics._cosine`` follow on those sums: a channel below
+    ``tol`` times the sample's largest norm counts as zero, one zero side gives 0, two give NaN
+    (left out of the mean over channels), NaN in a sample's norms switches the tolerance off."""
+    G, N, C, S = Y.shape
+    P = N * C
+    nt = (S + _TILE - 1) // _TILE
+    refT = np.empty((S, P), dtype=ref.dtype)
+    for s0 in numba.prange(nt):
+        lo = s0 * _TILE
+        hi = min(S, lo + _TILE)
+        for p in range(P):
+            for s in range(lo, hi):
+                refT[s, p] = ref[p // C, p % C, s]
+    T = np.empty((S, P), dtype=ref.dtype)
+    TT = np.empty((P, S), dtype=ref.dtype)
+    sums = np.empty((3, N, C), dtype=np.float64)
+    for g in range(G):
+        e = elem[g]
+        K = nk[e]
+        for s in numba.prange(S):
+            for p in range(P):
+                T[s, p] = 0.0
+            for k in range(K):
+                w = wts[e, s, k]
+                if w != 0.0:
+                    src = idx[e, s, k]
+                    for p in range(P):
+                        T[s, p] += w * refT[src, p]
+        for s0 in numba.prange(nt):
+            lo = s0 * _TILE
+            hi = min(S, lo + _TILE)
+            for p0 in range(0, P, _TILE):
+                for p in range(p0, min(P, p0 + _TILE)):
+                    for s in range(lo, hi):
+                        TT[p, s] = T[s, p]
+        for p in numba.prange(P):
+            n = p // C
+            c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
+            sa = 0.0
+            sb = 0.0
+            sd = 0.0
+            for s in range(S):
+                a = np.float64(Y[g, n, c, s])
+                b = np.float64(TT[p, s])
+                sa += a * a * r[s]
+                sb += b * b
+                sd += a * b
+            sums[0, n, c] = np.sqrt(sa)
+            sums[1, n, c] = np.sqrt(sb)
+            sums[2, n, c] = sd
+        undefined = 0
+        for n in numba.prange(N):
+            scale = 0.0
+            for c in range(C):
+                na = sums[0, n, c]
+                nb = sums[1, n, c]
+                if np.isnan(na) or np.isnan(nb) or np.isnan(scale):
+                    scale = np.nan
+                else:
+                    scale = max(scale, na, nb)
+            floor = tol * scale
+            if floor < tiny:  # NaN stays NaN: no norm counts as zero then
+                floor = tiny
+            total = 0.0
+            count = 0
+            for c in range(C):
+                na = sums[0, n, c]
+                nb = sums[1, n, c]
+                za = na <= floor
+                zb = nb <= floor
+                prod = na * nb
+                if prod < tiny:
+                    prod = tiny
+                cos = sums[2, n, c] / prod
+                if za or zb:
+                    cos = 0.0
+                if za and zb:
+                    cos = np.nan
+                if np.isnan(cos):
+                    undefined += 1
+                else:
+                    total += cos
+                    count += 1
+            per_pair[n, g] = -(total / count) if count > 0 else np.nan
+        dead[g] = undefined
+
+
 if numba is not None:
-    @_compiled
-    def _sums_kernel(Y, refT, idx, wts, nk, elem, inv, r, out):  # pragma: no cover - compiled
-        """For each element g: its targets T[s, p] = sum_k wts[s, k] refT[idx[s, k], p], built along
-        the (sample, channel) axis p where the reads are contiguous, turned tile by tile into rows of
-        pixels, then one contiguous pass with f(g x) accumulating the three sums in float64."""
-        G, N, C, S = Y.shape
-        P = N * C
-        T = np.empty((S, P), dtype=refT.dtype)
-        TT = np.empty((P, S), dtype=refT.dtype)
-        for g in range(G):
-            e = elem[g]
-            K = nk[e]
-            for s in numba.prange(S):
-                for p in range(P):
-                    T[s, p] = 0.0
-                for k in range(K):
-                    w = wts[e, s, k]
-                    if w != 0.0:
-                        src = idx[e, s, k]
-                        for p in range(P):
-                            T[s, p] += w * refT[src, p]
-            for s0 in numba.prange((S + _TILE - 1) // _TILE):
-                lo = s0 * _TILE
-                hi = min(S, lo + _TILE)
-                for p0 in range(0, P, _TILE):
-                    for p in range(p0, min(P, p0 + _TILE)):
-                        for s in range(lo, hi):
-                            TT[p, s] = T[s, p]
-            for p in numba.prange(P):
-                n = p // C
-                c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
-                sa = 0.0
-                sb = 0.0
-                sd = 0.0
-                for s in range(S):
-                    a = np.float64(Y[g, n, c, s])
-                    b = np.float64(TT[p, s])
-                    sa += a * a * r[s]
-                    sb += b * b
-                    sd += a * b
-                out[0, g, n, c] = sa
-                out[1, g, n, c] = sb
-                out[2, g, n, c] = sd
+    _PASSES = {True: _compiled(_channelwise_pass, parallel=True), False: _compiled(_channelwise_pass, parallel=False)}
 
 
 def _plan(action, C: int, H: int, W: int) -> dict:
@@ -225,28 +278,41 @@ def _plan(action, C: int, H: int, W: int) -> dict:
     return plans[key]
 
 
-def channel_sums(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(|a|, |b|, a . b)`` per (element, sample, channel), float64, of ``a = f(g x)`` and
-    ``b = g . ref(x)`` within the action's region; ``Y`` is ``(|G|, N, C, H, W)``, ``ref`` ``(N, C, H, W)``."""
+def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[np.ndarray, int]:
+    """``(per_pair, dead)``: channelwise G-EED per (sample, element) as an ``(N, |G|)`` float64 array,
+    comparing ``f(g x)`` with ``g . ref(x)`` within the action's region, and the number of (element,
+    sample, channel) comparisons left out as undefined; ``Y`` is ``(|G|, N, C, H, W)``, ``ref``
+    ``(N, C, H, W)``. The same values and conventions as the tensor path of
+    :func:`geed.metrics.channelwise_eed`."""
+    from geed.metrics import ZERO_TOL
+
     G, N, C, H, W = Y.shape
     _target_of(action)[0]._check(ref)  # the action's own check of the layer's shape (e.g. its number of channels)
     plan = _plan(action, C, H, W)
     Yn = Y.detach().contiguous().reshape(G, N, C, H * W).numpy()
-    refT = ref.detach().to(Y.dtype).reshape(N * C, H * W).t().contiguous().numpy()  # (pixels, sample x channel)
-    out = np.empty((3, G, N, C), dtype=np.float64)
+    refn = ref.detach().to(Y.dtype).contiguous().reshape(N, C, H * W).numpy()
+    per_pair = np.empty((N, G), dtype=np.float64)
+    dead = np.zeros(G, dtype=np.int64)
+    args = (Yn, refn, plan["idx"], plan["wts"] if Y.dtype == torch.float64 else plan["wts32"], plan["nk"], plan["elements"],
+            plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, dead)
     torch_threads = torch.get_num_threads()
     threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
-    with _LOCK:  # numba's default thread pool takes one parallel call at a time
-        previous = numba.get_num_threads()
-        if threads != previous:
-            numba.set_num_threads(threads)
-        try:
-            _sums_kernel(Yn, refT, plan["idx"], plan["wts"] if Y.dtype == torch.float64 else plan["wts32"], plan["nk"],
-                         plan["elements"], plan["inv"], plan["region"], out)
-        finally:
-            if threads != previous:
-                numba.set_num_threads(previous)
-            if torch.get_num_threads() != torch_threads:  # numba's OpenMP layer shares OpenMP's setting with torch
-                torch.set_num_threads(torch_threads)
-    sums = torch.from_numpy(out)
-    return sums[0].sqrt(), sums[1].sqrt(), sums[2]
+    try:
+        if threads == 1:  # no thread team to start: the serial build of the same loop
+            _PASSES[False](*args)
+        else:
+            with _LOCK:  # numba's default thread pool takes one parallel call at a time
+                previous = numba.get_num_threads()
+                if threads != previous:
+                    numba.set_num_threads(threads)
+                try:
+                    _PASSES[True](*args)
+                finally:
+                    if threads != previous:
+                        numba.set_num_threads(previous)
+    finally:
+        # numba's OpenMP layer shares OpenMP's setting with torch: setting numba's count, or starting
+        # the layer (on a first call), can change torch's
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+    return per_pair, int(dead.sum())

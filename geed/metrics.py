@@ -129,17 +129,13 @@ def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     says nothing about equivariance; scoring it as 1 would reward networks with many dead
     channels). A zero and a non-zero vector score 0 (unrelated), as ``torch.nn.functional.
     cosine_similarity`` does. Without the tolerance, rounding noise in a dead channel would make an
-    exactly equivariant layer look partly non-equivariant.
+    exactly equivariant layer look partly non-equivariant. (The compiled channelwise pass of
+    :mod:`geed._fused` applies the same conventions to its float64 sums.)
     """
     na = torch.linalg.vector_norm(a, dim=dim)
     nb = torch.linalg.vector_norm(b, dim=dim)
     dot = (a * b).sum(dim=dim)
-    return _cosine_of(na, nb, dot, a.dtype)
-
-
-def _cosine_of(na: torch.Tensor, nb: torch.Tensor, dot: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The cosine from the two norms and the dot product, with ``_cosine``'s conventions for the
-    precision ``dtype`` of the compared vectors (the sums themselves may be held more precisely)."""
+    dtype = a.dtype
     tol = ZERO_TOL.get(dtype, 1e-5)
     scale = torch.maximum(na, nb)
     if scale.dim() > 1:  # per-sample scale over the remaining (channel) axes
@@ -281,8 +277,8 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     n_el, n = Y.shape[0], Y.shape[1]
     if _fused.supports(action, Y):
         # one compiled pass: each target pixel is formed from ref as it is compared (see geed._fused)
-        na, nb, dot = (t.reshape(n_el * n, -1) for t in _fused.channel_sums(Y, ref, action))
-        cos = _cosine_of(na, nb, dot, Y.dtype)
+        per_pair, dead = _fused.channelwise(Y, ref, action)
+        total = n_el * n * Y.shape[2]
     else:
         region = action.region(Y[0])
         # every element at once: per-pair values and conventions are per (sample, element) row, so they
@@ -291,9 +287,9 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
         if region is not None:
             out, targets = out * region, targets.mul_(region)  # act_all's targets are new: masked in place
         cos = _channel_cosines(out.reshape(n_el * n, *Y.shape[2:]), targets.reshape(n_el * n, *Y.shape[2:]))
-    nan = torch.isnan(cos)  # (|G| N, C): NaN where both maps are zero
-    dead, total = int(nan.sum()), nan.numel()
-    per_pair = (-torch.nanmean(cos, dim=1)).reshape(n_el, n).t().detach().double().cpu().numpy()
+        nan = torch.isnan(cos)  # (|G| N, C): NaN where both maps are zero
+        dead, total = int(nan.sum()), nan.numel()
+        per_pair = (-torch.nanmean(cos, dim=1)).reshape(n_el, n).t().detach().double().cpu().numpy()
     meta = {"group": group.name, "reference": reference, "dead_fraction": dead / max(total, 1)}
     return EEDResult("channelwise", per_pair, meta=meta)
 

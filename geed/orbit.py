@@ -78,14 +78,20 @@ def check_layers(model: nn.Module, names: Sequence[str]) -> None:
 
 
 @contextmanager
-def _capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+def _capture(model: nn.Module, names: Sequence[str],
+             on_output: Callable[[str, torch.Tensor], None] | None = None) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Forward hooks on the named modules: each output is appended to its list in the yielded store,
+    or handed to ``on_output(name, tensor)`` when that is given."""
     check_layers(model, names)
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     handles = []
     for n in names:
         def hook(_m, _inp, out, n=n):
-            store[n].append(_tensor_of(out).detach())
+            if on_output is None:
+                store[n].append(_tensor_of(out).detach())
+            else:
+                on_output(n, _tensor_of(out).detach())
         handles.append(modules[n].register_forward_hook(hook))
     try:
         yield store
@@ -276,11 +282,15 @@ def evaluate(
 
     Memory does not grow with the feature maps of N samples: the samples are taken in blocks whose
     whole orbit is one forward chunk (``chunk_size`` orbit inputs; by default as many as fit
-    ``memory_budget`` bytes of captured feature maps, at most 64 on a CPU and 512 on a GPU); each
-    block's outputs are reduced to per-(sample, element) values of every metric and freed before the
-    next block. Only the untransformed latent vectors f(x) are kept (the normaliser M needs them all
-    when no ``reference_points`` are given), so memory does not grow with N beyond N latent vectors,
-    and every value is the same as :func:`evaluate_reference`'s. The model is measured in evaluation mode and left as it was.
+    ``memory_budget`` bytes of captured feature maps, at most 64 on a CPU and 512 on a GPU). Each
+    feature map is reduced to per-(sample, element) values as soon as the block's orbit has passed
+    its layer (inside the forward pass, while it is still in the processor's caches) and is not
+    kept. The latent vectors and logits of a few blocks (at most ``SMALL_SAMPLES`` samples and about
+    ``SMALL_BYTES`` bytes) are scored together. Only the untransformed latent vectors f(x) are kept
+    (the normaliser M needs them all when no ``reference_points`` are given), so memory does not grow
+    with N beyond N latent vectors, and every value is the same as :func:`evaluate_reference`'s. A
+    captured module must run exactly once per input (one used twice in a forward pass is refused
+    with its name). The model is measured in evaluation mode and left as it was.
 
     ``progress=True`` prints the samples done, the rate and the time left to stderr every few seconds
     (or passes each line to ``progress`` when it is a callable); off by default.
@@ -296,47 +306,81 @@ def evaluate(
     if chunk_size is None:
         chunk_size = auto_chunk_size(model, x[:1], hidden, memory_budget)
     block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
+    suffixes = {ref: "" if ref == "orbit" else "@input" for ref in references}
     parts: dict[tuple, list] = {}  # (metric, layer) -> per-block results
     identity: dict[str, list[torch.Tensor]] = {n: [] for n in latents}  # f(x) of latent layers: M needs them all
-
     report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
 
     def add(key, result: EEDResult, size: int) -> None:
         parts.setdefault(key, []).append((result, size))
 
-    with torch.no_grad(), _capture(model, list(dict.fromkeys(hidden + latents))) as store, _measuring(model):
+    # the small outputs (latent vectors, logits) of several blocks are scored together: fewer,
+    # larger calls of the same per-sample metrics, within a fixed number of bytes
+    pending: dict[str, list[torch.Tensor]] = {n: [] for n in [*latents, OUTPUT]}
+
+    def score_small() -> None:
+        if not pending[OUTPUT]:
+            return
+        joined = {n: torch.cat(v, dim=1) if len(v) > 1 else v[0] for n, v in pending.items()}
+        b = joined[OUTPUT].shape[1]
+        for ref, sfx in suffixes.items():
+            for lat in latents:
+                for dist in ("l2", "cosine"):
+                    add((f"latent_{dist}" + sfx, lat), latent_eed(joined[lat], group, dist, normalise=False, reference=ref), b)
+            if logits:
+                add(("softmax" + sfx, OUTPUT), softmax_eed(joined[OUTPUT], group, reference=ref), b)
+        if logits:
+            add(("DI", OUTPUT), prediction_invariance_error(joined[OUTPUT], group), b)
+            add(("LI", OUTPUT), logit_invariance_error(joined[OUTPUT], group), b)
+        for lat in latents:
+            identity[lat].append(joined[lat][0].clone())
+        for v in pending.values():
+            v.clear()
+
+    # each feature map is scored as soon as its block's orbit has passed the layer, while it is still
+    # in the processor's caches, and not kept: what is captured of a block never outlives the block
+    blk = {"b": 0}
+    arrived: dict[str, list[torch.Tensor]] = {n: [] for n in dict.fromkeys([*actions, *latents])}
+    scored: dict[str, int] = dict.fromkeys(arrived, 0)
+
+    def on_output(name: str, t: torch.Tensor) -> None:
+        got = arrived[name]
+        got.append(t)
+        b = blk["b"]
+        if sum(len(v) for v in got) < n_el * b:
+            return
+        Yb = _join(got).reshape(n_el, b, *t.shape[1:])
+        got.clear()
+        scored[name] += 1
+        if name in actions:
+            for ref, sfx in suffixes.items():
+                add(("channelwise" + sfx, name), channelwise_eed(Yb, actions[name], reference=ref), b)
+        if name in pending:
+            pending[name].append(Yb)
+
+    small_bytes = 0
+    with torch.no_grad(), _capture(model, list(arrived), on_output), _measuring(model):
         for start in range(0, N, block):
             xb = x[start : start + block]
-            b = xb.shape[0]
+            b = blk["b"] = xb.shape[0]
             flat = group.orbit(xb).reshape(-1, *x.shape[1:])
             outs = [_tensor_of(model(flat[c : c + chunk_size])).detach() for c in range(0, flat.shape[0], chunk_size)]
-            Yb = {n: _join(v).reshape(n_el, b, *v[0].shape[1:]) for n, v in store.items()}
-            for v in store.values():
-                v.clear()
+            _check_scored_once(scored, arrived)
             logits_b = _join(outs).reshape(n_el, b, *outs[0].shape[1:])
-            for ref in references:
-                sfx = "" if ref == "orbit" else "@input"
-                for n, a in actions.items():
-                    add(("channelwise" + sfx, n), channelwise_eed(Yb[n], a, reference=ref), b)
-                for lat in latents:
-                    for dist in ("l2", "cosine"):
-                        add((f"latent_{dist}" + sfx, lat), latent_eed(Yb[lat], group, dist, normalise=False, reference=ref), b)
-                if logits:
-                    add(("softmax" + sfx, OUTPUT), softmax_eed(logits_b, group, reference=ref), b)
-            if logits:
-                add(("DI", OUTPUT), prediction_invariance_error(logits_b, group), b)
-                add(("LI", OUTPUT), logit_invariance_error(logits_b, group), b)
-            for lat in latents:
-                identity[lat].append(Yb[lat][0].clone())
-            del Yb, outs, flat, logits_b
+            pending[OUTPUT].append(logits_b)
+            small_bytes += sum(v[-1].numel() * v[-1].element_size() for v in pending.values())
+            del outs, flat, logits_b
+            if small_bytes >= SMALL_BYTES or sum(v.shape[1] for v in pending[OUTPUT]) >= SMALL_SAMPLES:
+                score_small()
+                small_bytes = 0
             if report_progress is not None:
                 report_progress.update(start + b)
+        score_small()
     ref_pts: dict[str, torch.Tensor] = {lat: torch.cat(v) for lat, v in identity.items()}
     if latents and reference_points is not None:
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     report = Report(group.name)
-    for ref in references:
-        sfx = "" if ref == "orbit" else "@input"
+    for sfx in suffixes.values():
         for n in actions:
             report.results[("channelwise" + sfx, n)] = _joined(parts[("channelwise" + sfx, n)])
         for lat in latents:
@@ -350,6 +394,21 @@ def evaluate(
         report.results[("DI", OUTPUT)] = _joined(parts[("DI", OUTPUT)])
         report.results[("LI", OUTPUT)] = _joined(parts[("LI", OUTPUT)])
     return report
+
+
+SMALL_SAMPLES = 256  # latent vectors and logits of at most this many samples are scored together ...
+SMALL_BYTES = 4 * 2**20  # ... and of at most about this many bytes
+
+
+def _check_scored_once(scored: dict[str, int], arrived: dict[str, list[torch.Tensor]]) -> None:
+    """Every captured module gave exactly one output per orbit input of the block just run."""
+    wrong = [n for n, k in scored.items() if k != 1 or arrived[n]]
+    if wrong:
+        raise ValueError(f"module(s) {', '.join(map(repr, wrong))} did not run exactly once per input in the forward pass "
+                         "(a module used twice, e.g. a ReLU shared within a block, or one the forward skips): "
+                         "capture a module that runs once, such as the block that contains it")
+    for n in scored:
+        scored[n] = 0
 
 
 class Progress:

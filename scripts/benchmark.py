@@ -202,7 +202,7 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
         for (_, _, func), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():
             own[func] = own.get(func, 0.0) + tottime
         model_ops = sum(t for f, t in own.items() if any(f"torch.{op}>" in f or f"_nn.{op}>" in f for op in FORWARD_OPS))
-        compiled = sum(t for f, t in own.items() if "_sums_kernel" in f)
+        compiled = sum(t for f, t in own.items() if "_channelwise_pass" in f)
         return {"wall": wall, "model": model_ops, "compiled": compiled, "rest": wall - model_ops - compiled}
 
     job.bare(), job.full()  # warm-up

@@ -73,3 +73,48 @@ def test_progress_reports_rate_and_time_left_and_is_off_by_default(capsys, monke
     assert "12/12 samples" in capsys.readouterr().err
     with pytest.raises(TypeError, match="progress"):
         geed.evaluate(model, x, g, progress="yes")
+
+
+def test_small_outputs_scored_over_several_blocks_give_the_same_values(monkeypatch):
+    """Latent vectors and logits are scored a few blocks at a time; any grouping gives the values of
+    the reference path, including a last, partial group."""
+    from geed import orbit
+    from geed.data.digits import rotated_digits
+
+    model = create_model("cnn-tiny", seed=0).eval()
+    x = rotated_digits("test").subset(7, seed=0).x
+    g = geed.get_group("C4", mask=True)
+    kw = dict(channelwise=model.layer_actions(g), latent="latent", references=("orbit", "input"), dtype=torch.float64)
+    want = evaluate_reference(model, x, g, **kw)
+    for samples in (1, 3, 256):
+        monkeypatch.setattr(orbit, "SMALL_SAMPLES", samples)
+        _same(geed.evaluate(model, x, g, chunk_size=8, **kw), want, 1e-9)
+    monkeypatch.setattr(orbit, "SMALL_BYTES", 1)  # every block on its own
+    _same(geed.evaluate(model, x, g, chunk_size=8, **kw), want, 1e-9)
+
+
+def test_a_module_that_runs_twice_in_a_forward_pass_is_named():
+    """A module used twice per forward (a shared activation) would give two maps per input; it is
+    refused with its name, as is a module the forward never runs."""
+    from torch import nn
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.act = nn.ReLU()
+            self.unused = nn.Conv2d(2, 2, 1)
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x):
+            h = self.act(self.act(self.conv(x)) - 0.1)
+            return self.fc(h.mean(dim=(2, 3)))
+
+    model, x = Twice().eval(), torch.rand(3, 1, 9, 9)
+    for chunk in (2, 64):  # an orbit over several chunks and in one
+        with pytest.raises(ValueError, match=r"'act'.*exactly once"):
+            geed.evaluate(model, x, "C4", channelwise={"act": None}, chunk_size=chunk)
+        with pytest.raises(ValueError, match=r"'unused'.*exactly once"):
+            geed.evaluate(model, x, "C4", channelwise={"unused": None}, chunk_size=chunk)
+    r = geed.evaluate(model, x, "C4", channelwise={"conv": None}, chunk_size=4)
+    assert np.isfinite(r[("channelwise", "conv")].value)

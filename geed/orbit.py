@@ -397,7 +397,7 @@ def evaluate(
 
 
 SMALL_SAMPLES = 256  # latent vectors and logits of at most this many samples are scored together ...
-SMALL_BYTES = 4 * 2**20  # ... and of at most about this many bytes
+SMALL_BYTES = 2**20  # ... and of at most about this many bytes
 
 
 def _check_scored_once(scored: dict[str, int], arrived: dict[str, list[torch.Tensor]]) -> None:

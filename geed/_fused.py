@@ -82,8 +82,7 @@ def _target_of(action):
 def supports(action, Y: torch.Tensor) -> bool:
     """Whether the fused loop computes channelwise G-EED of ``action`` on orbit outputs ``Y``."""
     return (available() and Y.device.type == "cpu" and Y.dtype in (torch.float32, torch.float64)
-            and Y.dim() == 5 and not Y.requires_grad
-            and _target_of(action) is not None)
+            and Y.dim() == 5 and not Y.requires_grad and _target_of(action) is not None)
 
 
 def _pixel_maps(spatial, h: int, w: int) -> dict:

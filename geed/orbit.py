@@ -85,13 +85,11 @@ def _capture(model: nn.Module, names: Sequence[str],
     check_layers(model, names)
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    sink = on_output if on_output is not None else (lambda n, t: store[n].append(t))
     handles = []
     for n in names:
         def hook(_m, _inp, out, n=n):
-            if on_output is None:
-                store[n].append(_tensor_of(out).detach())
-            else:
-                on_output(n, _tensor_of(out).detach())
+            sink(n, _tensor_of(out).detach())
         handles.append(modules[n].register_forward_hook(hook))
     try:
         yield store
@@ -339,14 +337,13 @@ def evaluate(
 
     # each feature map is scored as soon as its block's orbit has passed the layer, while it is still
     # in the processor's caches, and not kept: what is captured of a block never outlives the block
-    blk = {"b": 0}
+    b = 0  # samples in the block being run (read by on_output)
     arrived: dict[str, list[torch.Tensor]] = {n: [] for n in dict.fromkeys([*actions, *latents])}
     scored: dict[str, int] = dict.fromkeys(arrived, 0)
 
     def on_output(name: str, t: torch.Tensor) -> None:
         got = arrived[name]
         got.append(t)
-        b = blk["b"]
         if sum(len(v) for v in got) < n_el * b:
             return
         Yb = _join(got).reshape(n_el, b, *t.shape[1:])
@@ -358,21 +355,19 @@ def evaluate(
         if name in pending:
             pending[name].append(Yb)
 
-    small_bytes = 0
     with torch.no_grad(), _capture(model, list(arrived), on_output), _measuring(model):
         for start in range(0, N, block):
             xb = x[start : start + block]
-            b = blk["b"] = xb.shape[0]
+            b = xb.shape[0]
             flat = group.orbit(xb).reshape(-1, *x.shape[1:])
             outs = [_tensor_of(model(flat[c : c + chunk_size])).detach() for c in range(0, flat.shape[0], chunk_size)]
             _check_scored_once(scored, arrived)
             logits_b = _join(outs).reshape(n_el, b, *outs[0].shape[1:])
             pending[OUTPUT].append(logits_b)
-            small_bytes += sum(v[-1].numel() * v[-1].element_size() for v in pending.values())
             del outs, flat, logits_b
-            if small_bytes >= SMALL_BYTES or sum(v.shape[1] for v in pending[OUTPUT]) >= SMALL_SAMPLES:
+            held = sum(t.numel() * t.element_size() for v in pending.values() for t in v)
+            if held >= SMALL_BYTES or sum(t.shape[1] for t in pending[OUTPUT]) >= SMALL_SAMPLES:
                 score_small()
-                small_bytes = 0
             if report_progress is not None:
                 report_progress.update(start + b)
         score_small()

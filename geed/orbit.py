@@ -32,7 +32,7 @@ from geed.metrics import (
     softmax_eed,
 )
 
-__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "orbit_outputs", "forward_outputs", "evaluate", "evaluate_reference", "auto_chunk_size", "Report", "Progress", "OUTPUT"]
+__all__ = ["layer_names", "check_layers", "check_inputs", "UnknownLayer", "ModuleRunError", "orbit_outputs", "forward_outputs", "evaluate", "evaluate_reference", "auto_chunk_size", "Report", "Progress", "OUTPUT"]
 
 OUTPUT = "output"
 PROGRESS_EVERY_S = 5.0  # seconds between two progress lines of a long evaluation
@@ -53,6 +53,13 @@ def _tensor_of(out) -> torch.Tensor:
     if isinstance(out, (tuple, list)) and out:
         return _tensor_of(out[0])
     raise TypeError(f"cannot read a tensor from a module output of type {type(out).__name__}")
+
+
+def _tensor_of_or_none(x) -> torch.Tensor | None:
+    try:
+        return _tensor_of(x)
+    except TypeError:
+        return None
 
 
 class UnknownLayer(KeyError):
@@ -81,21 +88,57 @@ def check_layers(model: nn.Module, names: Sequence[str]) -> None:
 def _capture(model: nn.Module, names: Sequence[str],
              on_output: Callable[[str, torch.Tensor], None] | None = None) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Forward hooks on the named modules: each output is appended to its list in the yielded store,
-    or handed to ``on_output(name, tensor)`` when that is given."""
+    or handed to ``on_output(name, tensor)`` when that is given.
+
+    Every forward pass of ``model`` must run each named module exactly once, with one output row per
+    input (batch first): the values are grouped by input and by group element on that assumption. A
+    module used twice (a shared activation), one the forward skips, or one whose output is not batch
+    first is refused with its name, before its output is handed on."""
     check_layers(model, names)
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     sink = on_output if on_output is not None else (lambda n, t: store[n].append(t))
-    handles = []
+    calls = dict.fromkeys(names, 0)
+    rows: list[int | None] = [None]  # inputs of the forward pass under way (None: not known)
+
+    def started(_m, args):
+        first = _tensor_of_or_none(args[0]) if args else None
+        rows[0] = first.shape[0] if first is not None and first.dim() > 0 else None
+        for n in calls:
+            calls[n] = 0
+
+    def finished(_m, _inp, _out):
+        skipped = [n for n, k in calls.items() if k == 0]
+        if skipped:
+            raise ModuleRunError(skipped, "did not run in the forward pass")
+
+    handles = [model.register_forward_pre_hook(started), model.register_forward_hook(finished)]
     for n in names:
         def hook(_m, _inp, out, n=n):
-            sink(n, _tensor_of(out).detach())
+            t = _tensor_of(out).detach()
+            calls[n] += 1
+            if calls[n] > 1:
+                raise ModuleRunError([n], "ran more than once in one forward pass")
+            if rows[0] is not None and (t.dim() == 0 or t.shape[0] != rows[0]):
+                raise ModuleRunError([n], f"gave an output of shape {tuple(t.shape)} for a forward pass over {rows[0]} inputs "
+                                          "(not one row per input, batch first)")
+            sink(n, t)
         handles.append(modules[n].register_forward_hook(hook))
     try:
         yield store
     finally:
         for h in handles:
             h.remove()
+
+
+class ModuleRunError(ValueError):
+    """A captured module that does not give exactly one output row per input in each forward pass."""
+
+    def __init__(self, names: Sequence[str], what: str) -> None:
+        super().__init__(f"module(s) {', '.join(map(repr, names))} {what}; a captured module must run exactly once per "
+                         "forward pass, with one output row per input (batch first). A module used twice (e.g. a ReLU "
+                         "shared within a block) or skipped cannot be measured on its own: capture a module that runs "
+                         "once, such as the block that contains it")
 
 
 def _copy_as(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -287,8 +330,9 @@ def evaluate(
     ``SMALL_BYTES`` bytes) are scored together. Only the untransformed latent vectors f(x) are kept
     (the normaliser M needs them all when no ``reference_points`` are given), so memory does not grow
     with N beyond N latent vectors, and every value is the same as :func:`evaluate_reference`'s. A
-    captured module must run exactly once per input (one used twice in a forward pass is refused
-    with its name). The model is measured in evaluation mode and left as it was.
+    captured module must give one output row per input in each forward pass (one used twice, one
+    the forward skips or one whose output is not batch first is refused with its name:
+    :class:`ModuleRunError`). The model is measured in evaluation mode and left as it was.
 
     ``progress=True`` prints the samples done, the rate and the time left to stderr every few seconds
     (or passes each line to ``progress`` when it is a callable); off by default.
@@ -339,7 +383,6 @@ def evaluate(
     # in the processor's caches, and not kept: what is captured of a block never outlives the block
     b = 0  # samples in the block being run (read by on_output)
     arrived: dict[str, list[torch.Tensor]] = {n: [] for n in dict.fromkeys([*actions, *latents])}
-    scored: dict[str, int] = dict.fromkeys(arrived, 0)
 
     def on_output(name: str, t: torch.Tensor) -> None:
         got = arrived[name]
@@ -348,7 +391,6 @@ def evaluate(
             return
         Yb = _join(got).reshape(n_el, b, *t.shape[1:])
         got.clear()
-        scored[name] += 1
         if name in actions:
             for ref, sfx in suffixes.items():
                 add(("channelwise" + sfx, name), channelwise_eed(Yb, actions[name], reference=ref), b)
@@ -361,7 +403,6 @@ def evaluate(
             b = xb.shape[0]
             flat = group.orbit(xb).reshape(-1, *x.shape[1:])
             outs = [_tensor_of(model(flat[c : c + chunk_size])).detach() for c in range(0, flat.shape[0], chunk_size)]
-            _check_scored_once(scored, arrived)
             logits_b = _join(outs).reshape(n_el, b, *outs[0].shape[1:])
             pending[OUTPUT].append(logits_b)
             del outs, flat, logits_b
@@ -393,17 +434,6 @@ def evaluate(
 
 SMALL_SAMPLES = 256  # latent vectors and logits of at most this many samples are scored together ...
 SMALL_BYTES = 2**20  # ... and of at most about this many bytes
-
-
-def _check_scored_once(scored: dict[str, int], arrived: dict[str, list[torch.Tensor]]) -> None:
-    """Every captured module gave exactly one output per orbit input of the block just run."""
-    wrong = [n for n, k in scored.items() if k != 1 or arrived[n]]
-    if wrong:
-        raise ValueError(f"module(s) {', '.join(map(repr, wrong))} did not run exactly once per input in the forward pass "
-                         "(a module used twice, e.g. a ReLU shared within a block, or one the forward skips): "
-                         "capture a module that runs once, such as the block that contains it")
-    for n in scored:
-        scored[n] = 0
 
 
 class Progress:

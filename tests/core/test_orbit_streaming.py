@@ -5,6 +5,7 @@ import torch
 
 import geed
 from geed.models import create_model
+from geed import orbit
 from geed.orbit import auto_chunk_size, evaluate_reference
 
 
@@ -93,28 +94,46 @@ def test_small_outputs_scored_over_several_blocks_give_the_same_values(monkeypat
     _same(geed.evaluate(model, x, g, chunk_size=8, **kw), want, 1e-9)
 
 
-def test_a_module_that_runs_twice_in_a_forward_pass_is_named():
-    """A module used twice per forward (a shared activation) would give two maps per input; it is
-    refused with its name, as is a module the forward never runs."""
-    from torch import nn
+class _Awkward(torch.nn.Module):
+    """A ReLU used twice, a module the forward skips, one whose output is not batch first."""
 
-    class Twice(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3, padding=1)
-            self.act = nn.ReLU()
-            self.unused = nn.Conv2d(2, 2, 1)
-            self.fc = nn.Linear(2, 3)
+    def __init__(self):
+        from torch import nn
 
-        def forward(self, x):
-            h = self.act(self.act(self.conv(x)) - 0.1)
-            return self.fc(h.mean(dim=(2, 3)))
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.act = nn.ReLU()
+        self.unused = nn.Conv2d(2, 2, 1)
+        self.pixels = nn.Identity()  # sees (H W, N, C): one row per pixel, not per input
+        self.fc = nn.Linear(2, 3)
 
-    model, x = Twice().eval(), torch.rand(3, 1, 9, 9)
-    for chunk in (2, 64):  # an orbit over several chunks and in one
-        with pytest.raises(ValueError, match=r"'act'.*exactly once"):
-            geed.evaluate(model, x, "C4", channelwise={"act": None}, chunk_size=chunk)
-        with pytest.raises(ValueError, match=r"'unused'.*exactly once"):
-            geed.evaluate(model, x, "C4", channelwise={"unused": None}, chunk_size=chunk)
-    r = geed.evaluate(model, x, "C4", channelwise={"conv": None}, chunk_size=4)
-    assert np.isfinite(r[("channelwise", "conv")].value)
+    def forward(self, x):
+        h = self.act(self.act(self.conv(x)) - 0.1)
+        seq = self.pixels(h.flatten(2).permute(2, 0, 1))
+        return self.fc(seq.mean(dim=0))
+
+
+_ENTRY_POINTS = {
+    "evaluate, orbit in one chunk": lambda m, x, layer: geed.evaluate(m, x, "C4", channelwise={layer: None}, chunk_size=64),
+    "evaluate, orbit over chunks": lambda m, x, layer: geed.evaluate(m, x, "C4", channelwise={layer: None}, chunk_size=2),
+    "evaluate_reference": lambda m, x, layer: orbit.evaluate_reference(m, x, "C4", channelwise={layer: None}, chunk_size=5),
+    "forward_outputs": lambda m, x, layer: orbit.forward_outputs(m, x, [layer], chunk_size=2),
+}
+
+
+@pytest.mark.parametrize("entry", list(_ENTRY_POINTS))
+def test_a_module_that_does_not_run_once_per_input_is_named(entry):
+    """Values are grouped by input and element on the assumption that a captured module gives one
+    output row per input in each forward pass: a module used twice, one the forward skips and one whose
+    output is not batch first are refused with their names (not a reshape error or a wrong grouping),
+    on the streaming path, the whole-orbit path and the plain forward alike."""
+    run = _ENTRY_POINTS[entry]
+    model, x = _Awkward().eval(), torch.rand(3, 1, 9, 9)
+    for layer, what in (("act", "ran more than once"), ("unused", "did not run"), ("pixels", r"gave an output of shape \(81, \d+, 2\)")):
+        with pytest.raises(orbit.ModuleRunError, match=rf"'{layer}' {what}.*exactly once"):
+            run(model, x, layer)
+    out = run(model, x, "conv")  # a module that runs once is measured
+    if entry == "forward_outputs":
+        assert out["conv"].shape == (3, 2, 9, 9)
+    else:
+        assert np.isfinite(out[("channelwise", "conv")].value)

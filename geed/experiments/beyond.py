@@ -240,8 +240,18 @@ def tuning_sentence(tuning: pd.DataFrame, target: float) -> str:
         text += (f". SI is not monotone in the weight here: weight {best['weight']:g} gave the highest SI "
                  f"({best['SI (held-out training digits)']:.3f}, test accuracy {best['test accuracy']:.3f}, against "
                  f"{row['test accuracy']:.3f} for the weight used). The rule, fixed in advance, takes the largest weight when "
-                 f"none reaches the target; the chapter's verdicts are for that choice, and were not measured for weight {best['weight']:g}")
+                 f"none reaches the target; the chapter's verdicts are for that choice, and those that involve the regularised CNN "
+                 f"are given for weight {best['weight']:g} as well, under *Sensitivity to the regulariser's weight*")
     return text
+
+
+def most_invariant_weight(tuning: pd.DataFrame) -> float | None:
+    """The weight with the highest SI among those tried when it is not the weight the rule chose (the
+    rule falls back on the largest weight when none reaches the target, and SI need not grow with the
+    weight); None when the chosen weight is also the most invariant."""
+    best = tuning.loc[tuning["SI (held-out training digits)"].idxmax()]
+    chosen = tuning.loc[tuning["chosen"]].iloc[0]
+    return None if best["weight"] == chosen["weight"] else float(best["weight"])
 
 
 def run(params: dict, cache=None, progress: bool = True) -> dict:
@@ -277,6 +287,26 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
     t["continuous"], t["cached"]["continuous"] = get("beyond-continuous", {"power": p["power_iterations"], "group": group},
         lambda: continuous_vs_discrete(with_untrained, p["n_points"], p["seed"], p["power_iterations"], progress=progress, group=group))
     t["accuracy"] = pd.DataFrame([{"model": k, "seed": r.config.seed, "accuracy": r.test_accuracy} for k, rs in trained.items() for r in rs])
+    t["sensitivity"] = None
+    alt = most_invariant_weight(tuning)
+    if alt is not None:  # the rule's weight is not the most invariant tried: the regularised CNN's analyses at that weight too
+        alt_trained = trained_models(p, {"regularised CNN": {"family": "cnn", "invariance_weight": alt}})["regularised CNN"]
+        alt_models = {"regularised CNN": [(r.config.seed, r.model()) for r in alt_trained]}
+        alt_key = dict(configs=[r.config.name() for r in alt_trained], n_points=p["n_points"], seed=p["seed"])
+
+        def get_alt(name, extra, compute):
+            return cache.get_or_compute(name, {**alt_key, **extra}, compute) if cache is not None else (compute(), False)
+
+        lvg, t["cached"]["learned vs genuine (weight %g)" % alt] = get_alt(
+            "beyond-lvg", {"betas": p["betas"], "si": [p["si_points"], p["si_steps"]]},
+            lambda: learned_vs_genuine(alt_models, p["betas"], p["n_points"], si_points=p["si_points"], si_steps=p["si_steps"],
+                                       seed=p["seed"], progress=progress))
+        cont, t["cached"]["continuous (weight %g)" % alt] = get_alt(
+            "beyond-continuous", {"power": p["power_iterations"], "group": group},
+            lambda: continuous_vs_discrete(alt_models, p["n_points"], p["seed"], p["power_iterations"], progress=progress, group=group))
+        t["sensitivity"] = {"weight": alt, "lvg": lvg, "continuous": cont,
+                            "accuracy": pd.DataFrame([{"model": "regularised CNN", "seed": r.config.seed, "accuracy": r.test_accuracy}
+                                                      for r in alt_trained])}
     return t
 
 
@@ -285,3 +315,37 @@ def claims(tables: dict) -> list[tuple]:
     return [(cid, src, text, verdict, cid == "M-1-C4")
             for cid, src, text, verdict in claims_beyond(tables["lvg"], tables["control"], tables["permutations"], tables["continuous"],
                                                          group=tables.get("group", "C8"))]
+
+
+REGULARISED = "regularised CNN"
+
+
+def sensitivity(tables: dict) -> pd.DataFrame:
+    """The claims that involve the regularised CNN, judged with the regularised CNN trained at the weight
+    of the rule (the ledger's verdict) and at the most invariant weight tried (see
+    :func:`most_invariant_weight`), by the same rules: one row per claim (``id``, both verdicts and
+    figures). Empty when the rule's weight is the most invariant tried."""
+    sens = tables.get("sensitivity")
+    columns = ["id", "verdict", "figures", "verdict at other weight", "figures at other weight"]
+    if not sens:
+        return pd.DataFrame(columns=columns)
+
+    def swapped(primary: pd.DataFrame, alt: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([primary[primary["model"] != REGULARISED], alt], ignore_index=True)
+
+    group = tables.get("group", "C8")
+    primary = claims_beyond(tables["lvg"], tables["control"], tables["permutations"], tables["continuous"], group=group)
+    other = {cid: verdict for cid, _, _, verdict in claims_beyond(swapped(tables["lvg"], sens["lvg"]), tables["control"], tables["permutations"],
+                                                                  swapped(tables["continuous"], sens["continuous"]), group=group)}
+    return pd.DataFrame([{"id": cid, "verdict": verdict.verdict, "figures": verdict.figures,
+                          "verdict at other weight": other[cid].verdict, "figures at other weight": other[cid].figures}
+                         for cid, _, text, verdict in primary if REGULARISED in text], columns=columns)
+
+
+def sensitivity_notes(tables: dict) -> dict[str, str]:
+    """claim id -> a sentence for the ledger giving the verdict at the most invariant weight tried."""
+    sens = tables.get("sensitivity")
+    table = sensitivity(tables)
+    return {r["id"]: (f"With the regulariser's weight at {sens['weight']:g} (the most invariant tried) instead of the rule's "
+                      f"{tables['reg_weight']:g}: {r['verdict at other weight']} ({r['figures at other weight']}).")
+            for _, r in table.iterrows()}

@@ -424,7 +424,8 @@ def load_all(chapters: Sequence[str] | None = None, directory: Path | None = Non
         if f.exists():
             rows.extend(_read(f)["claims"].values())
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df["history"] = df["history"].astype(object).where(df["history"].notna(), "")
+    for text in ("history", "note"):
+        df[text] = df[text].astype(object).where(df[text].notna(), "")
     df["key"] = df["key"].astype(object).where(df["key"].notna(), False).astype(bool)  # files from before the headline mark
     return df
 

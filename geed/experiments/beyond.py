@@ -241,7 +241,7 @@ def tuning_sentence(tuning: pd.DataFrame, target: float) -> str:
                  f"({best['SI (held-out training digits)']:.3f}, test accuracy {best['test accuracy']:.3f}, against "
                  f"{row['test accuracy']:.3f} for the weight used). The rule, fixed in advance, takes the largest weight when "
                  f"none reaches the target; the chapter's verdicts are for that choice, and those that involve the regularised CNN "
-                 f"are given for weight {best['weight']:g} as well, under *Sensitivity to the regulariser's weight*")
+                 f"are given for weight {best['weight']:g} as well, in the section on sensitivity to the regulariser's weight")
     return text
 
 

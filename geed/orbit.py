@@ -387,7 +387,7 @@ def evaluate(
     def on_output(name: str, t: torch.Tensor) -> None:
         got = arrived[name]
         got.append(t)
-        if sum(len(v) for v in got) < n_el * b:
+        if sum(part.shape[0] for part in got) < n_el * b:  # rows of the block's orbit so far
             return
         Yb = _join(got).reshape(n_el, b, *t.shape[1:])
         got.clear()

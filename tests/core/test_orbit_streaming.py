@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import geed
-from geed.models import create_model
 from geed import orbit
+from geed.models import create_model
 from geed.orbit import auto_chunk_size, evaluate_reference
 
 
@@ -79,7 +79,6 @@ def test_progress_reports_rate_and_time_left_and_is_off_by_default(capsys, monke
 def test_small_outputs_scored_over_several_blocks_give_the_same_values(monkeypatch):
     """Latent vectors and logits are scored a few blocks at a time; any grouping gives the values of
     the reference path, including a last, partial group."""
-    from geed import orbit
     from geed.data.digits import rotated_digits
 
     model = create_model("cnn-tiny", seed=0).eval()

@@ -254,6 +254,9 @@ def most_invariant_weight(tuning: pd.DataFrame) -> float | None:
     return None if best["weight"] == chosen["weight"] else float(best["weight"])
 
 
+REGULARISED = "regularised CNN"
+
+
 def run(params: dict, cache=None, progress: bool = True) -> dict:
     """Tables of the chapter: ``tuning`` (the regulariser's weight, chosen as Moskalev et al. do),
     ``accuracy``, ``lvg`` (learned vs genuine under a gradual shift),
@@ -268,45 +271,47 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
     weight = float(tuning.loc[tuning["chosen"], "weight"].iloc[0])
     trained = trained_models(p, {"augmentation CNN": {"family": "cnn"}, "C8-CNN": {"family": "c8cnn"},
                                  "regularised CNN": {"family": "cnn", "invariance_weight": weight}})
-    models = {label: [(r.config.seed, r.model()) for r in rs] for label, rs in trained.items()}
-    with_untrained = {**models, "untrained CNN": [(s, create_model("cnn", width=p["width"], seed=s).eval()) for s in seeds]}
     group = p.get("group", "C8")
-    key = dict(configs=[r.config.name() for rs in trained.values() for r in rs], n_points=p["n_points"], seed=p["seed"])
 
-    def get(name, extra, compute):
+    def models_of(runs: dict) -> Models:
+        return {label: [(r.config.seed, r.model()) for r in rs] for label, rs in runs.items()}
+
+    def accuracy_of(runs: dict) -> pd.DataFrame:
+        return pd.DataFrame([{"model": k, "seed": r.config.seed, "accuracy": r.test_accuracy} for k, rs in runs.items() for r in rs])
+
+    def get(name, runs: dict, extra, compute):
+        """A cached analysis, keyed by the trained runs it measures (untrained models follow from the seeds)."""
+        key = dict(configs=[r.config.name() for rs in runs.values() for r in rs], n_points=p["n_points"], seed=p["seed"])
         return cache.get_or_compute(name, {**key, **extra}, compute) if cache is not None else (compute(), False)
 
+    def lvg_of(runs: dict, models: Models):
+        return get("beyond-lvg", runs, {"betas": p["betas"], "si": [p["si_points"], p["si_steps"]]},
+                   lambda: learned_vs_genuine(models, p["betas"], p["n_points"], si_points=p["si_points"], si_steps=p["si_steps"],
+                                              seed=p["seed"], progress=progress))
+
+    def continuous_of(runs: dict, models: Models):
+        return get("beyond-continuous", runs, {"power": p["power_iterations"], "group": group},
+                   lambda: continuous_vs_discrete(models, p["n_points"], p["seed"], p["power_iterations"], progress=progress, group=group))
+
+    models = models_of(trained)
+    with_untrained = {**models, "untrained CNN": [(s, create_model("cnn", width=p["width"], seed=s).eval()) for s in seeds]}
     t: dict = {"cached": {}, "tuning": tuning, "reg_weight": weight, "group": group}
-    t["lvg"], t["cached"]["learned vs genuine"] = get("beyond-lvg", {"betas": p["betas"], "si": [p["si_points"], p["si_steps"]]},
-        lambda: learned_vs_genuine(models, p["betas"], p["n_points"], si_points=p["si_points"], si_steps=p["si_steps"], seed=p["seed"], progress=progress))
-    t["control"], t["cached"]["control"] = get("beyond-control", {"sets": p["control_sets"], "group": group},
+    t["lvg"], t["cached"]["learned vs genuine"] = lvg_of(trained, models)
+    t["control"], t["cached"]["control"] = get("beyond-control", trained, {"sets": p["control_sets"], "group": group},
         lambda: insensitivity_control(with_untrained, p["control_sets"], p["n_points"], p["seed"], progress=progress, group=group))
-    t["permutations"], t["cached"]["permutations"] = get("beyond-perm", {"n_fit": p["n_fit"], "group": group},
+    t["permutations"], t["cached"]["permutations"] = get("beyond-perm", trained, {"n_fit": p["n_fit"], "group": group},
         lambda: hidden_permutations({k: models[k] for k in ("augmentation CNN", "C8-CNN")}, p["n_fit"], p["n_points"], p["seed"],
                                     progress=progress, group=group))
-    t["continuous"], t["cached"]["continuous"] = get("beyond-continuous", {"power": p["power_iterations"], "group": group},
-        lambda: continuous_vs_discrete(with_untrained, p["n_points"], p["seed"], p["power_iterations"], progress=progress, group=group))
-    t["accuracy"] = pd.DataFrame([{"model": k, "seed": r.config.seed, "accuracy": r.test_accuracy} for k, rs in trained.items() for r in rs])
+    t["continuous"], t["cached"]["continuous"] = continuous_of(trained, with_untrained)
+    t["accuracy"] = accuracy_of(trained)
     t["sensitivity"] = None
     alt = most_invariant_weight(tuning)
     if alt is not None:  # the rule's weight is not the most invariant tried: the regularised CNN's analyses at that weight too
-        alt_trained = trained_models(p, {"regularised CNN": {"family": "cnn", "invariance_weight": alt}})["regularised CNN"]
-        alt_models = {"regularised CNN": [(r.config.seed, r.model()) for r in alt_trained]}
-        alt_key = dict(configs=[r.config.name() for r in alt_trained], n_points=p["n_points"], seed=p["seed"])
-
-        def get_alt(name, extra, compute):
-            return cache.get_or_compute(name, {**alt_key, **extra}, compute) if cache is not None else (compute(), False)
-
-        lvg, t["cached"]["learned vs genuine (weight %g)" % alt] = get_alt(
-            "beyond-lvg", {"betas": p["betas"], "si": [p["si_points"], p["si_steps"]]},
-            lambda: learned_vs_genuine(alt_models, p["betas"], p["n_points"], si_points=p["si_points"], si_steps=p["si_steps"],
-                                       seed=p["seed"], progress=progress))
-        cont, t["cached"]["continuous (weight %g)" % alt] = get_alt(
-            "beyond-continuous", {"power": p["power_iterations"], "group": group},
-            lambda: continuous_vs_discrete(alt_models, p["n_points"], p["seed"], p["power_iterations"], progress=progress, group=group))
-        t["sensitivity"] = {"weight": alt, "lvg": lvg, "continuous": cont,
-                            "accuracy": pd.DataFrame([{"model": "regularised CNN", "seed": r.config.seed, "accuracy": r.test_accuracy}
-                                                      for r in alt_trained])}
+        alt_trained = trained_models(p, {REGULARISED: {"family": "cnn", "invariance_weight": alt}})
+        alt_models = models_of(alt_trained)
+        lvg, t["cached"][f"learned vs genuine (weight {alt:g})"] = lvg_of(alt_trained, alt_models)
+        cont, t["cached"][f"continuous (weight {alt:g})"] = continuous_of(alt_trained, alt_models)
+        t["sensitivity"] = {"weight": alt, "lvg": lvg, "continuous": cont, "accuracy": accuracy_of(alt_trained)}
     return t
 
 
@@ -315,9 +320,6 @@ def claims(tables: dict) -> list[tuple]:
     return [(cid, src, text, verdict, cid == "M-1-C4")
             for cid, src, text, verdict in claims_beyond(tables["lvg"], tables["control"], tables["permutations"], tables["continuous"],
                                                          group=tables.get("group", "C8"))]
-
-
-REGULARISED = "regularised CNN"
 
 
 def sensitivity(tables: dict) -> pd.DataFrame:
@@ -342,10 +344,10 @@ def sensitivity(tables: dict) -> pd.DataFrame:
                          for cid, _, text, verdict in primary if REGULARISED in text], columns=columns)
 
 
-def sensitivity_notes(tables: dict) -> dict[str, str]:
-    """claim id -> a sentence for the ledger giving the verdict at the most invariant weight tried."""
+def sensitivity_notes(tables: dict, table: pd.DataFrame) -> dict[str, str]:
+    """claim id -> a sentence for the ledger giving the verdict at the most invariant weight tried, from
+    the rows of :func:`sensitivity` (``table``)."""
     sens = tables.get("sensitivity")
-    table = sensitivity(tables)
     return {r["id"]: (f"With the regulariser's weight at {sens['weight']:g} (the most invariant tried) instead of the rule's "
                       f"{tables['reg_weight']:g}: {r['verdict at other weight']} ({r['figures at other weight']}).")
             for _, r in table.iterrows()}

@@ -60,14 +60,14 @@ def test_claims_on_the_regularised_cnn_are_judged_again_at_the_most_invariant_we
     assert (table["verdict"] != "holds").all() and (table["verdict at other weight"] == "holds").all()
     primary = {cid: v.verdict for cid, _, _, v, _ in bx.claims(tables)}
     assert all(primary[r["id"]] == r["verdict"] for _, r in table.iterrows())  # the ledger keeps the rule's verdict
-    notes = bx.sensitivity_notes(tables)
+    notes = bx.sensitivity_notes(tables, table)
     assert set(notes) == set(table["id"])
     assert notes["M-4"].startswith("With the regulariser's weight at 10 (the most invariant tried) instead of the rule's 30: holds (")
 
 
 def test_nothing_is_judged_again_when_the_rules_weight_is_the_most_invariant():
     tables = _tables(None)
-    assert bx.sensitivity(tables).empty and bx.sensitivity_notes(tables) == {}
+    assert bx.sensitivity(tables).empty and bx.sensitivity_notes(tables, bx.sensitivity(tables)) == {}
 
 
 def test_the_chapter_trains_and_measures_the_regularised_cnn_at_the_other_weight_only_when_needed(monkeypatch):

@@ -349,18 +349,25 @@ def evaluate(
         chunk_size = auto_chunk_size(model, x[:1], hidden, memory_budget)
     block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
     suffixes = {ref: "" if ref == "orbit" else "@input" for ref in references}
-    parts: dict[tuple, list] = {}  # (metric, layer) -> per-block results
-    identity: dict[str, list[torch.Tensor]] = {n: [] for n in latents}  # f(x) of latent layers: M needs them all
+    # everything kept across blocks is allocated before the first block (see _Collected)
+    keys = [("channelwise" + sfx, n) for sfx in suffixes.values() for n in actions]
+    keys += [(f"latent_{dist}" + sfx, lat) for sfx in suffixes.values() for lat in latents for dist in ("l2", "cosine")]
+    if logits:
+        keys += [("softmax" + sfx, OUTPUT) for sfx in suffixes.values()] + [("DI", OUTPUT), ("LI", OUTPUT)]
+    parts = {key: _Collected(N, n_el) for key in keys}  # (metric, layer) -> its values, block by block
+    identity: dict[str, torch.Tensor] = {}  # f(x) of latent layers (M needs them all), allocated on the first block
+    small_done = 0  # samples whose latent vectors and logits have been scored
     report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
 
     def add(key, result: EEDResult, size: int) -> None:
-        parts.setdefault(key, []).append((result, size))
+        parts[key].add(result, size)
 
     # the small outputs (latent vectors, logits) of several blocks are scored together: fewer,
     # larger calls of the same per-sample metrics, within a fixed number of bytes
     pending: dict[str, list[torch.Tensor]] = {n: [] for n in [*latents, OUTPUT]}
 
     def score_small() -> None:
+        nonlocal small_done
         if not pending[OUTPUT]:
             return
         joined = {n: torch.cat(v, dim=1) if len(v) > 1 else v[0] for n, v in pending.items()}
@@ -375,7 +382,8 @@ def evaluate(
             add(("DI", OUTPUT), prediction_invariance_error(joined[OUTPUT], group), b)
             add(("LI", OUTPUT), logit_invariance_error(joined[OUTPUT], group), b)
         for lat in latents:
-            identity[lat].append(joined[lat][0].clone())
+            identity[lat][small_done : small_done + b] = joined[lat][0]
+        small_done += b
         for v in pending.values():
             v.clear()
 
@@ -396,6 +404,8 @@ def evaluate(
                 add(("channelwise" + sfx, name), channelwise_eed(Yb, actions[name], reference=ref), b)
         if name in pending:
             pending[name].append(Yb)
+        if name in latents and name not in identity:
+            identity[name] = torch.empty((N, *Yb.shape[2:]), dtype=Yb.dtype)
 
     with torch.no_grad(), _capture(model, list(arrived), on_output), _measuring(model):
         for start in range(0, N, block):
@@ -412,23 +422,23 @@ def evaluate(
             if report_progress is not None:
                 report_progress.update(start + b)
         score_small()
-    ref_pts: dict[str, torch.Tensor] = {lat: torch.cat(v) for lat, v in identity.items()}
+    ref_pts: dict[str, torch.Tensor] = dict(identity)
     if latents and reference_points is not None:
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     report = Report(group.name)
     for sfx in suffixes.values():
         for n in actions:
-            report.results[("channelwise" + sfx, n)] = _joined(parts[("channelwise" + sfx, n)])
+            report.results[("channelwise" + sfx, n)] = parts[("channelwise" + sfx, n)].result()
         for lat in latents:
-            raw = {dist: _joined(parts[(f"latent_{dist}" + sfx, lat)]) for dist in ("l2", "cosine")}
+            raw = {dist: parts[(f"latent_{dist}" + sfx, lat)].result() for dist in ("l2", "cosine")}
             for dist in ("l2", "cosine"):
                 report.results[(f"latent_{dist}" + sfx, lat)] = _normalised(raw[dist], ref_pts[lat], dist)
             report.results[("latent_cosine_unnormalised" + sfx, lat)] = raw["cosine"]
         if logits:
-            report.results[("softmax" + sfx, OUTPUT)] = _joined(parts[("softmax" + sfx, OUTPUT)])
+            report.results[("softmax" + sfx, OUTPUT)] = parts[("softmax" + sfx, OUTPUT)].result()
     if logits:
-        report.results[("DI", OUTPUT)] = _joined(parts[("DI", OUTPUT)])
-        report.results[("LI", OUTPUT)] = _joined(parts[("LI", OUTPUT)])
+        report.results[("DI", OUTPUT)] = parts[("DI", OUTPUT)].result()
+        report.results[("LI", OUTPUT)] = parts[("LI", OUTPUT)].result()
     return report
 
 
@@ -459,16 +469,36 @@ class Progress:
                  + (f"done in {elapsed:.1f} s" if done >= self.total else f"about {left:.0f} s left"))
 
 
-def _joined(parts: list) -> EEDResult:
-    """One result from the results of sample blocks: per-pair values stacked, the dead-channel share
-    weighted by block size, other metadata as in the first block."""
-    first = parts[0][0]
-    per_pair = np.concatenate([r.per_pair for r, _ in parts], axis=0)
-    meta = dict(first.meta)
-    if "dead_fraction" in meta:
-        weights = np.array([b for _, b in parts], dtype=np.float64)
-        meta["dead_fraction"] = float(np.dot([r.meta["dead_fraction"] for r, _ in parts], weights) / weights.sum())
-    return EEDResult(first.name, per_pair, normaliser=first.normaliser, meta=meta)
+class _Collected:
+    """One metric's per-(sample, element) values over a whole evaluation, written block by block into
+    one array allocated before the first block. Keeping each block's small result instead would
+    interleave long-lived allocations with the blocks' transient ones, and the heap, unable to give
+    back the memory between them, would grow with N. The dead-channel share is weighted by block
+    size; other metadata is that of the first block."""
+
+    def __init__(self, n: int, n_el: int) -> None:
+        self.values = np.empty((n, n_el), dtype=np.float64)
+        self.filled = 0
+        self.name: str | None = None
+        self.normaliser = 1.0
+        self.meta: dict = {}
+        self.dead = 0.0
+
+    def add(self, result: EEDResult, size: int) -> None:
+        if self.name is None:
+            self.name, self.normaliser, self.meta = result.name, result.normaliser, dict(result.meta)
+        self.values[self.filled : self.filled + size] = result.per_pair
+        self.filled += size
+        if "dead_fraction" in result.meta:
+            self.dead += result.meta["dead_fraction"] * size
+
+    def result(self) -> EEDResult:
+        if self.filled != self.values.shape[0] or self.name is None:
+            raise RuntimeError(f"{self.filled} of {self.values.shape[0]} samples were scored")  # a bug, not bad input
+        meta = dict(self.meta)
+        if "dead_fraction" in meta:
+            meta["dead_fraction"] = self.dead / self.filled
+        return EEDResult(self.name, self.values, normaliser=self.normaliser, meta=meta)
 
 
 def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResult:

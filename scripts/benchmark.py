@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import torch
 
@@ -67,7 +68,9 @@ def _inputs(name: str, shape, n: int) -> torch.Tensor:
     if _digits(name):
         from geed.data.digits import rotated_digits
 
-        return rotated_digits("test").subset(n, seed=0).x
+        test = rotated_digits("test")
+        # the test split holds 900 digits; a larger N (the memory runs) is taken from the training split
+        return (test if n <= len(test.x) else rotated_digits("train")).subset(n, seed=0).x
     return torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
 
 
@@ -224,36 +227,63 @@ def _vm(key: str) -> float:
     return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
-def _peak_child(name: str, group_name: str, n: int) -> None:
-    """Run in a subprocess: print the peak resident memory of one evaluation above the resident
-    memory just before it (the peak is reset first, so loading the model and data does not count)."""
+def _chunked_bare(job) -> Callable[[torch.Tensor], None]:
+    """The bare forward passes with the orbit built block by block, as ``geed.evaluate`` builds it
+    (the timed ``bare`` builds the whole orbit at once, which costs the same time but not the same memory)."""
+    block = max(1, job.chunk // len(job.group))
+
+    def run(x: torch.Tensor) -> None:
+        with torch.no_grad():
+            for s in range(0, x.shape[0], block):
+                job.model(job.group.orbit(x[s : s + block]).reshape(-1, *x.shape[1:]))
+
+    return run
+
+
+def _peak_child(name: str, group_name: str, n: int, method: str) -> None:
+    """Run in a subprocess: print the peak resident memory of one run of ``method`` (``geed``: one
+    evaluation; ``bare``: the bare forward passes over the orbit, block by block) above the resident
+    memory just before it, and the peak in all. The same method first runs on one block (allocator and
+    kernels warm), and the peak mark is reset, so loading the model and data does not count."""
     import gc
 
     import geed
 
     job = _job(name, group_name, n)
-    model, x, group, cw, latent = job.model, job.x, job.group, job.cw, job.latent
-    geed.evaluate(model, x[:2], group, channelwise=cw, latent=latent)  # warm-up: allocator and kernels
+    if method == "geed":
+        def run(x):
+            geed.evaluate(job.model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)
+    else:
+        run = _chunked_bare(job)
+    run(job.x[: max(2, job.chunk // len(job.group))])  # one block
     gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the resident memory now
     except OSError as err:
         print(f"cannot reset the peak memory mark ({err}): the peak includes loading the model and data", file=sys.stderr)
     base = _vm("VmRSS")
-    geed.evaluate(model, x, group, channelwise=cw, latent=latent)
+    run(job.x)
     peak = _vm("VmHWM")
     print(json.dumps({"above_mb": peak - base, "peak_mb": peak}))
 
 
-def peak_memory(name: str, group_name: str, n: int, threads: int) -> dict:
-    """Peak above the warm-up with glibc's default allocator, and with a fixed mmap threshold (which
-    takes out the heap fragmentation that grows with the number of allocations, whatever is kept)."""
-    out = {"model": name, "group": group_name, "n": n}
-    for label, extra in (("above_mb", {}), ("fixed_threshold_mb", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
-        run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--child", name, group_name, str(n)],
-                             capture_output=True, text=True, check=True,
-                             env={**os.environ, **extra})
-        out[label] = json.loads(run.stdout.strip().splitlines()[-1])["above_mb"]
+MEMORY_RUNS = (("bare", {}), ("geed", {}), ("geed, fixed mmap threshold", {"MALLOC_MMAP_THRESHOLD_": "65536"}))
+
+
+def peak_memory(name: str, group_name: str, n: int, threads: int, repeats: int) -> dict:
+    """Peak memory of the bare forward passes and of geed (with glibc's default allocator, and with a fixed
+    mmap threshold, which takes out heap fragmentation), a fresh subprocess per run, ``repeats`` rounds
+    interleaved: where glibc places a run's short-lived buffers varies from process to process by tens of MB."""
+    out: dict = {"model": name, "group": group_name, "n": n, "runs": {label: [] for label, _ in MEMORY_RUNS}}
+    for _ in range(repeats):
+        for label, extra in MEMORY_RUNS:
+            method = label.partition(",")[0]
+            run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--child", name, group_name, str(n), method],
+                                 capture_output=True, text=True, check=True, env={**os.environ, **extra})
+            out["runs"][label].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    for label, runs in out["runs"].items():
+        above, peak = sorted(r["above_mb"] for r in runs), sorted(r["peak_mb"] for r in runs)
+        out[label] = {"above": statistics.median(above), "lo": above[0], "hi": above[-1], "peak": statistics.median(peak)}
     return out
 
 
@@ -264,7 +294,13 @@ CONFIGS = [("cnn", "C8", (16, 256, 896)), ("c8cnn", "C8", (16, 256, 896)),  # th
            # the digit models at the paper's width (8 times the default): the forward grows with the
            # square of the width, the metric with the width
            ("cnn@1.0", "C8", (16,)), ("c8cnn@1.0", "C8", (16,))]
+MEMORY_CONFIGS = [("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 1024))]
+QUICK_MEMORY = [("c8cnn", "C8", (64, 256))]
 QUICK = [("cnn", "C8", (16, 64)), ("c8cnn", "C8", (16, 64)), ("resnet18", "D4", (16,))]
+
+
+def _mb(cell: dict) -> str:
+    return f"{cell['above']:.0f} ({cell['lo']:.0f}-{cell['hi']:.0f})"
 
 
 def _ratio(cell: dict | None) -> str:
@@ -282,15 +318,18 @@ def main() -> None:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--breakdown", metavar="MODEL", help="profile where geed's time goes beside the bare passes for one model "
                     "(C8, N = 256; cnn, c8cnn, resnet18, ...), print it and stop")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-repeats", type=int, default=3, help="subprocesses per memory configuration and method (default 3)")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1:
         ap.error(f"--threads must be at least 1; got {args.threads}")
     if args.repeats < 1:
         ap.error(f"--repeats must be at least 1; got {args.repeats}")
+    if args.memory_repeats < 1:
+        ap.error(f"--memory-repeats must be at least 1; got {args.memory_repeats}")
     torch.set_num_threads(args.threads)  # the thread policy is explicit, in this process and in the memory subprocesses
     if args.child:
-        _peak_child(args.child[0], args.child[1], int(args.child[2]))
+        _peak_child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return
     if args.breakdown:
         for r in breakdown(args.breakdown):
@@ -307,10 +346,9 @@ def main() -> None:
         for n in ns:
             rows.append(time_ratio(name, g, n, args.repeats))
             print(json.dumps(rows[-1]), flush=True)
-    # the digits' test split holds about 900 digits: 512 is the largest power of two below it
-    mem = [peak_memory(name, g, n, args.threads) for name, g, ns in (("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 512))) for n in ns]
+    mem = [peak_memory(name, g, n, args.threads, args.memory_repeats) for name, g, ns in (QUICK_MEMORY if args.quick else MEMORY_CONFIGS) for n in ns]
     for m in mem:
-        print(m, flush=True)
+        print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
     device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}"
     command = "python scripts/benchmark.py" + (f" --repeats {args.repeats}" if args.repeats != 7 else "") + (
         f" --threads {args.threads}" if args.threads != 1 else "") + (" --quick" if args.quick else "")
@@ -326,11 +364,15 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {r['bare']['s']:.3f} | {r['geed']['s']:.3f} | {_ratio(r['geed'])} | "
               f"{_ratio(r.get('geed, tensor path'))} | {_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
-    lines += ["", "Peak resident memory of one evaluation above the resident memory just before it (after a warm-up; a subprocess "
-              "per row, the peak mark reset before the evaluation), with glibc's "
-              "default allocator and with a fixed mmap threshold (`MALLOC_MMAP_THRESHOLD_=65536`, which takes out heap fragmentation):", "",
-              "| model | group | N | above baseline (MB) | with a fixed mmap threshold (MB) |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {m['model']} | {m['group']} | {m['n']} | {m['above_mb']:.0f} | {m['fixed_threshold_mb']:.0f} |" for m in mem]
+    lines += ["", f"Peak resident memory above the resident memory just before the run (the same method first ran on one block; "
+              f"the peak mark reset before the run), the median over {args.memory_repeats} fresh subprocesses per method and, in brackets, "
+              "the smallest and largest: where glibc places a run's short-lived buffers varies from process to process. *bare*: the "
+              "forward passes over the orbit, built block by block; *fixed mmap threshold*: geed with `MALLOC_MMAP_THRESHOLD_=65536`, "
+              "which takes out heap fragmentation. The digits beyond the 900 of the test split come from the training split.", "",
+              "| model | group | N | bare (MB) | geed (MB) | geed, fixed mmap threshold (MB) | peak in all, bare / geed (MB) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {m['model']} | {m['group']} | {m['n']} | " + " | ".join(_mb(m[label]) for label, _ in MEMORY_RUNS)
+              + f" | {m['bare']['peak']:.0f} / {m['geed']['peak']:.0f} |" for m in mem]
     text = "\n".join(lines)
     print(text)
     if not args.no_readme:

@@ -44,12 +44,22 @@ def test_the_reference_methods_run_on_the_same_job(bench):
     assert not model.training
 
 
-def test_the_peak_memory_child_reports_above_the_resident_memory_before(bench, capsys):
-    bench._peak_child("c8cnn@0.0417", "C4", 4)
+@pytest.mark.parametrize("method", ["bare", "geed"])
+def test_the_peak_memory_child_reports_above_the_resident_memory_before(bench, capsys, method):
+    bench._peak_child("c8cnn@0.0417", "C4", 4, method)
     import json
 
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["above_mb"] >= 0 and out["peak_mb"] > out["above_mb"]
+
+
+def test_the_memory_rows_take_medians_over_fresh_subprocesses(bench):
+    row = bench.peak_memory("c8cnn@0.0417", "C4", 4, threads=1, repeats=2)
+    for label, _ in bench.MEMORY_RUNS:
+        assert len(row["runs"][label]) == 2
+        cell = row[label]
+        assert cell["lo"] <= cell["above"] <= cell["hi"] and cell["peak"] > 0
+    assert bench._mb(row["geed"]).endswith(")")
 
 
 def test_the_breakdown_splits_geeds_time(bench):

@@ -27,15 +27,24 @@ class CacheCorruptionWarning(UserWarning):
     """A cache entry failed its checksum and was discarded."""
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Short hash of the ``geed`` package sources (the same in every clone of the same code)."""
+PACKAGE = Path(__file__).resolve().parents[1]  # geed/, above this file's geed/report/
+
+
+def source_hash(pkg: Path = PACKAGE) -> str:
+    """Short hash of every Python source under ``pkg``: paths and contents, in a fixed order."""
     h = hashlib.sha256()
-    pkg = Path(__file__).parent
-    for f in sorted(pkg.rglob("*.py")):
+    for f in sorted(pkg.rglob("*.py"), key=lambda f: f.relative_to(pkg).as_posix()):
         h.update(f.relative_to(pkg).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Short hash of the ``geed`` package sources (measures, models, data, experiments and report; the
+    same in every clone of the same code): a change anywhere in the package gives every cached result
+    a new key."""
+    return source_hash(PACKAGE)
 
 
 def fingerprint(obj: Any) -> str:

@@ -77,3 +77,20 @@ def test_record_and_load(tmp_path, monkeypatch):
     assert list(df["id"]) == ["O-1", "C-1"] and df.iloc[1]["claim"] == "x is zero (again)"
     with pytest.raises(ValueError, match="unknown verdict"):
         claims.record("chap", "C-2", "s", "c", claims.Verdict("maybe", "", ""))
+
+
+def test_the_code_version_covers_the_whole_package(tmp_path):
+    """A change in the measuring code (not only in the book's pipeline) gives cached results new keys."""
+    import shutil
+    from pathlib import Path
+
+    import geed
+    from geed.report.cache import code_version, source_hash
+
+    pkg = Path(geed.__file__).resolve().parent
+    assert code_version() == source_hash(pkg)
+    copy = tmp_path / "geed"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_hash(copy) == code_version()
+    (copy / "orbit.py").write_text((copy / "orbit.py").read_text() + "\n# a change\n")
+    assert source_hash(copy) != code_version()

@@ -15,11 +15,14 @@ Threads. The number of intra-op threads is set explicitly (``--threads``, defaul
 and in the memory subprocesses): under load an OpenMP team's spin-waiting inflates small parallel
 work many times over, and with one thread a busy machine slows every method alike.
 
-Memory. For each N, a fresh subprocess loads the model and data, warms up, resets the kernel's peak
-resident memory mark (``/proc/self/clear_refs``, Linux), runs ``geed.evaluate`` once and reports its
-peak resident memory above the resident memory just before; with streaming it should not grow with N.
+Memory. For each N and method (the bare forward passes, the orbit built block by block; geed; geed
+with a fixed mmap threshold), a fresh subprocess loads the model and data, runs the method on one
+block, resets the kernel's peak resident memory mark (``/proc/self/clear_refs``, Linux), runs it on
+the N samples and reports its peak resident memory above the resident memory just before; with
+streaming it should not grow with N. Where glibc places short-lived buffers varies from process to
+process, so each is run in ``--memory-repeats`` subprocesses, interleaved, and the median is reported.
 
-    python scripts/benchmark.py [--repeats 7] [--threads 1] [--quick] [--no-readme]
+    python scripts/benchmark.py [--repeats 7] [--memory-repeats 3] [--threads 1] [--quick] [--no-readme]
     python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
 
 The result is written between the benchmark markers of README.md.

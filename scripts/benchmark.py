@@ -230,10 +230,15 @@ def _vm(key: str) -> float:
     return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+def _block(job) -> int:
+    """Samples per block: their whole orbit is one forward chunk, as in ``geed.evaluate``."""
+    return max(1, job.chunk // len(job.group))
+
+
 def _chunked_bare(job) -> Callable[[torch.Tensor], None]:
     """The bare forward passes with the orbit built block by block, as ``geed.evaluate`` builds it
     (the timed ``bare`` builds the whole orbit at once, which costs the same time but not the same memory)."""
-    block = max(1, job.chunk // len(job.group))
+    block = _block(job)
 
     def run(x: torch.Tensor) -> None:
         with torch.no_grad():
@@ -258,7 +263,7 @@ def _peak_child(name: str, group_name: str, n: int, method: str) -> None:
             geed.evaluate(job.model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)
     else:
         run = _chunked_bare(job)
-    run(job.x[: max(2, job.chunk // len(job.group))])  # one block
+    run(job.x[: max(2, _block(job))])  # one block (at least the 2 points the normaliser M needs)
     gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the resident memory now
@@ -354,7 +359,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
     device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}"
     command = "python scripts/benchmark.py" + (f" --repeats {args.repeats}" if args.repeats != 7 else "") + (
-        f" --threads {args.threads}" if args.threads != 1 else "") + (" --quick" if args.quick else "")
+        f" --threads {args.threads}" if args.threads != 1 else "") + (
+        f" --memory-repeats {args.memory_repeats}" if args.memory_repeats != 3 else "") + (" --quick" if args.quick else "")
     lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds every method's time is divided by the bare "
              "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
              "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "

@@ -26,6 +26,7 @@ __all__ = ["shifted_inputs", "learned_vs_genuine", "insensitivity_control", "hid
 
 SI_TARGET = 0.95  # Moskalev et al. raise the regulariser's weight until saliency invariance reaches this
 SI_GROUP = "C4"  # SI of the tuning rule is measured under exact rotations, as Moskalev et al. measure it
+REGULARISED = "regularised CNN"  # the LI-regularised CNN, as its tables and claims name it
 
 Models = dict[str, list[tuple[int, torch.nn.Module]]]
 
@@ -213,7 +214,7 @@ def tune_regulariser(params: dict, progress: bool = True) -> pd.DataFrame:
     group = get_group(SI_GROUP, mask=True)
     rows = []
     for w in sorted(params["reg_weights"]):
-        res = trained_models({**params, "n_models": 1}, {"regularised CNN": {"family": "cnn", "invariance_weight": w}})["regularised CNN"][0]
+        res = trained_models({**params, "n_models": 1}, {REGULARISED: {"family": "cnn", "invariance_weight": w}})[REGULARISED][0]
         si = saliency_invariance(res.model(), held_out.x, held_out.y, group, steps=params["si_steps"]).value
         rows.append({"weight": w, "SI (held-out training digits)": si, "test accuracy": res.test_accuracy, "reached": si >= params["si_target"]})
         if progress:
@@ -254,9 +255,6 @@ def most_invariant_weight(tuning: pd.DataFrame) -> float | None:
     return None if best["weight"] == chosen["weight"] else float(best["weight"])
 
 
-REGULARISED = "regularised CNN"
-
-
 def run(params: dict, cache=None, progress: bool = True) -> dict:
     """Tables of the chapter: ``tuning`` (the regulariser's weight, chosen as Moskalev et al. do),
     ``accuracy``, ``lvg`` (learned vs genuine under a gradual shift),
@@ -270,7 +268,7 @@ def run(params: dict, cache=None, progress: bool = True) -> dict:
     tuning = tune_regulariser(p, progress)
     weight = float(tuning.loc[tuning["chosen"], "weight"].iloc[0])
     trained = trained_models(p, {"augmentation CNN": {"family": "cnn"}, "C8-CNN": {"family": "c8cnn"},
-                                 "regularised CNN": {"family": "cnn", "invariance_weight": weight}})
+                                 REGULARISED: {"family": "cnn", "invariance_weight": weight}})
     group = p.get("group", "C8")
 
     def models_of(runs: dict) -> Models:

@@ -49,18 +49,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _setup(name: str):
     """(model, channelwise layers, latent layer, input shape) of a benchmark model; a digit model
-    may carry its width after an at sign (``c8cnn@1.0``: the paper's width)."""
+    may carry its width after an at sign (``c8cnn@1.0``: the paper's width), a ResNet its image
+    size (``resnet50@224``: the paper's; 64 otherwise)."""
     from geed.models import create_model
 
-    name, _, width = name.partition("@")
+    name, _, option = name.partition("@")
     if name in ("cnn", "c8cnn"):
-        model = create_model(name, seed=0, **({"width": float(width)} if width else {})).eval()
+        model = create_model(name, seed=0, **({"width": float(option)} if option else {})).eval()
         return model, None, model.latent_layer, (1, 29, 29)
     import torchvision
 
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None).eval()
-    return model, ("layer1", "layer2", "layer3", "layer4"), "avgpool", (3, 64, 64)
+    size = int(option) if option else 64
+    return model, ("layer1", "layer2", "layer3", "layer4"), "avgpool", (3, size, size)
 
 
 def _digits(name: str) -> bool:
@@ -126,32 +128,44 @@ def e2cnn_recipe(model, x, group, cw, chunk: int) -> None:
                 (out1 - out2).abs().mean()
 
 
-def _job(name: str, group_name: str, n: int):
-    """One benchmark job: the model and its inputs, the chunk ``geed.evaluate`` chooses, and the two
-    ways of running it: the bare forward passes over the orbit inputs and geed's full evaluation."""
+def _sync(device: str) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously: a time taken without waiting
+    measures the launches only)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _job(name: str, group_name: str, n: int, device: str = "cpu"):
+    """One benchmark job: the model and its inputs on ``device``, the chunk ``geed.evaluate`` chooses,
+    and the two ways of running it: the bare forward passes over the orbit inputs and geed's full
+    evaluation. Both run in full float32 (geed measures so; ``geed.orbit.full_float32``) and end when
+    the device has finished."""
     import geed
-    from geed.orbit import auto_chunk_size
+    from geed.orbit import auto_chunk_size, full_float32
 
     model, layers, latent, shape = _setup(name)
+    model = model.to(device)
     group = geed.get_group(group_name, mask=_digits(name))
-    x = _inputs(name, shape, n)
+    x = _inputs(name, shape, n).to(device)
     cw = _channelwise(model, layers, group)
     chunk = auto_chunk_size(model, x[:1], list(cw))
 
     def bare():
-        with torch.no_grad():
+        with torch.no_grad(), full_float32():
             flat = group.orbit(x).reshape(-1, *x.shape[1:])
             for s in range(0, flat.shape[0], chunk):
                 model(flat[s : s + chunk])
+        _sync(device)
 
     def full():
         geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
+        _sync(device)
 
-    return SimpleNamespace(model=model, x=x, group=group, cw=cw, latent=latent, chunk=chunk, bare=bare, full=full)
+    return SimpleNamespace(model=model, x=x, group=group, cw=cw, latent=latent, chunk=chunk, bare=bare, full=full, device=device)
 
 
-def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
-    job = _job(name, group_name, n)
+def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "cpu") -> dict:
+    job = _job(name, group_name, n, device)
     model, x, group, cw, latent, chunk, bare, full = (job.model, job.x, job.group, job.cw, job.latent, job.chunk, job.bare, job.full)
 
     def tensor_path():  # the same, with the channelwise metric in tensor operations instead of the compiled pass
@@ -163,13 +177,16 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
         finally:
             _fused.enabled = True
 
+    def synced(run: Callable[[], None]) -> Callable[[], None]:
+        return lambda: (run(), _sync(device))
+
     runs = {"bare": bare, "geed": full}
-    if _fused_available():
+    if _fused_available() and device == "cpu":  # on a GPU geed takes the tensor path anyway
         runs["geed, tensor path"] = tensor_path
     if n <= PLAIN_LOOP_MAX_N and "@" not in name:
-        runs["plain loop"] = lambda: plain_loop(model, x, group, cw, latent)
+        runs["plain loop"] = synced(lambda: plain_loop(model, x, group, cw, latent))
     if name == "c8cnn":
-        runs["e2cnn recipe"] = lambda: e2cnn_recipe(model, x, group, cw, chunk)
+        runs["e2cnn recipe"] = synced(lambda: e2cnn_recipe(model, x, group, cw, chunk))
     for run in runs.values():  # warm-up
         run()
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -178,7 +195,7 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int) -> dict:
             t = time.perf_counter()
             run()
             times[k].append(time.perf_counter() - t)
-    out = {"model": name, "group": group_name, "n": n, "chunk": chunk, "threads": torch.get_num_threads()}
+    out = {"model": name, "group": group_name, "n": n, "chunk": chunk, "threads": torch.get_num_threads(), "device": device}
     for k, ts in times.items():
         ratios = sorted(t / b for t, b in zip(ts, times["bare"]))
         out[k] = {"s": statistics.median(ts), "ratio": statistics.median(ratios), "lo": ratios[0], "hi": ratios[-1]}
@@ -295,6 +312,78 @@ def peak_memory(name: str, group_name: str, n: int, threads: int, repeats: int) 
     return out
 
 
+def gpu_peak_memory(name: str, group_name: str, n: int, device: str = "cuda") -> dict:
+    """Peak GPU memory of the bare forward passes (the orbit built block by block) and of geed, above
+    the memory allocated just before each run, from PyTorch's allocator (exact, unlike a process's
+    resident memory: no subprocesses needed). Each method first runs on one block."""
+    import geed
+
+    job = _job(name, group_name, n, device)
+    runs = {"bare": _chunked_bare(job),
+            "geed": lambda x: geed.evaluate(job.model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)}
+    out: dict = {"model": name, "group": group_name, "n": n, "chunk": job.chunk, "device": device}
+    for label, run in runs.items():
+        run(job.x[: max(2, _block(job))])
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run(job.x)
+        _sync(device)
+        out[label] = {"above": (torch.cuda.max_memory_allocated(device) - base) / 2**20, "base": base / 2**20}
+    return out
+
+
+def _gap(a, b) -> float:
+    """The largest |a - b| over the defined values; infinite where one is undefined and the other not."""
+    import numpy as np
+
+    if not np.array_equal(np.isnan(a), np.isnan(b)):
+        return float("inf")
+    defined = ~np.isnan(a)
+    return float(np.abs(a[defined] - b[defined]).max()) if defined.any() else 0.0
+
+
+def gpu_agreement(name: str, group_name: str, n: int, device: str = "cuda") -> dict:
+    """The largest difference between geed's per-(sample, element) values on the GPU and on the CPU,
+    over every metric, measured in full float32 (as geed measures) and with cuDNN's TF32 convolutions
+    (PyTorch's default), to show what the precision switch is for."""
+    from contextlib import contextmanager
+
+    import geed
+    import geed.orbit as orbit
+
+    job = _job(name, group_name, n, "cpu")
+
+    def values(model, x) -> dict:
+        report = geed.evaluate(model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)
+        return {key: r.per_pair for key, r in report.results.items()}
+
+    cpu = values(job.model, job.x)
+    out: dict = {"model": name, "group": group_name, "n": n}
+
+    @contextmanager
+    def tf32():
+        conv = torch.backends.cudnn.conv
+        old, conv.fp32_precision = conv.fp32_precision, "tf32"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+
+    model = job.model.to(device)
+    for label, precision in (("full float32", orbit.full_float32), ("TF32 convolutions", tf32)):
+        saved, orbit.full_float32 = orbit.full_float32, precision
+        try:
+            gpu = values(model, job.x.to(device))
+        finally:
+            orbit.full_float32 = saved
+        diffs = {f"{metric} {layer}": _gap(gpu[(metric, layer)], cpu[(metric, layer)]) for metric, layer in cpu}
+        worst = max(diffs, key=diffs.get)
+        out[label] = {"max": diffs[worst], "where": worst,
+                      "channelwise": max(v for k, v in diffs.items() if k.startswith("channelwise"))}
+    return out
+
+
 PLAIN_LOOP_MAX_N = 16  # the plain loop runs one input per forward pass: timed on the smallest N only
 CONFIGS = [("cnn", "C8", (16, 256, 1024)), ("c8cnn", "C8", (16, 256, 1024)),
            ("resnet18", "C8", (16, 256, 1024)),
@@ -305,6 +394,10 @@ CONFIGS = [("cnn", "C8", (16, 256, 1024)), ("c8cnn", "C8", (16, 256, 1024)),
 MEMORY_CONFIGS = [("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 1024))]
 QUICK_MEMORY = [("c8cnn", "C8", (64, 256))]
 QUICK = [("cnn", "C8", (16, 64)), ("c8cnn", "C8", (16, 64)), ("resnet18", "D4", (16,))]
+# on a GPU: the same configurations and, at the paper's scale, ResNet50 on 224 x 224 images, 100 inputs x C8
+GPU_CONFIGS = CONFIGS + [("resnet50@224", "C8", (16, 100))]
+GPU_MEMORY_CONFIGS = [("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 1024)), ("resnet50@224", "C8", (16, 100))]
+GPU_AGREEMENT = [("c8cnn", "C8", 16), ("cnn", "C8", 16), ("resnet18", "C8", 16)]
 
 
 def _mb(cell: dict) -> str:
@@ -327,6 +420,9 @@ def main() -> None:
     ap.add_argument("--breakdown", metavar="MODEL", help="profile where geed's time goes beside the bare passes for one model "
                     "(C8, N = 256; cnn, c8cnn, resnet18, ...), print it and stop")
     ap.add_argument("--memory-repeats", type=int, default=3, help="subprocesses per memory configuration and method (default 3)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device (cuda, cuda:1): on a GPU, absolute times, "
+                    "the allocator's peak memory and the values' agreement with the CPU, written to the README's GPU block")
+    ap.add_argument("--json", metavar="PATH", help="also write every row and the provenance to PATH (JSON)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1:
@@ -335,6 +431,8 @@ def main() -> None:
         ap.error(f"--repeats must be at least 1; got {args.repeats}")
     if args.memory_repeats < 1:
         ap.error(f"--memory-repeats must be at least 1; got {args.memory_repeats}")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        ap.error(f"--device {args.device!r}: " + ("no CUDA device is available" if args.device.startswith("cuda") else "expected cpu or cuda[:index]"))
     torch.set_num_threads(args.threads)  # the thread policy is explicit, in this process and in the memory subprocesses
     if args.child:
         _peak_child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
@@ -348,6 +446,9 @@ def main() -> None:
                   f"{g['compiled'] / b['model']:.1%}, extra rest {(g['rest'] - b['rest']) / b['model']:.1%}, "
                   f"model ops {g['model'] / b['model'] - 1:+.1%}", flush=True)
         return
+    if args.device != "cpu":
+        gpu_main(args)
+        return
     configs = QUICK if args.quick else CONFIGS
     rows = []
     for name, g, ns in configs:
@@ -358,9 +459,7 @@ def main() -> None:
     for m in mem:
         print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
     device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}"
-    command = "python scripts/benchmark.py" + (f" --repeats {args.repeats}" if args.repeats != 7 else "") + (
-        f" --threads {args.threads}" if args.threads != 1 else "") + (
-        f" --memory-repeats {args.memory_repeats}" if args.memory_repeats != 3 else "") + (" --quick" if args.quick else "")
+    command = _command(args)
     lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds every method's time is divided by the bare "
              "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
              "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "
@@ -382,13 +481,91 @@ def main() -> None:
               "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {m['model']} | {m['group']} | {m['n']} | " + " | ".join(_mb(m[label]) for label, _ in MEMORY_RUNS)
               + f" | {m['bare']['peak']:.0f} / {m['geed']['peak']:.0f} |" for m in mem]
+    _publish(args, "benchmark", lines, {"time": rows, "memory": mem})
+
+
+def _command(args) -> str:
+    """The command line that reproduces a result, options at their defaults left out."""
+    return "python scripts/benchmark.py" + (f" --device {args.device}" if args.device != "cpu" else "") + (
+        f" --repeats {args.repeats}" if args.repeats != 7 else "") + (f" --threads {args.threads}" if args.threads != 1 else "") + (
+        f" --memory-repeats {args.memory_repeats}" if args.memory_repeats != 3 and args.device == "cpu" else "") + (
+        " --quick" if args.quick else "")
+
+
+def provenance(args) -> dict:
+    """Where and from what a result comes: the machine, torch, the geed sources (a hash, as the book's
+    cache keys use; the commit too where git is at hand), the date and the command."""
+    from datetime import datetime, timezone
+
+    from geed.report.cache import code_version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    gpu = args.device.startswith("cuda")
+    return {"device": torch.cuda.get_device_name(args.device) if gpu else f"{platform.machine()} CPU",
+            "threads": args.threads, "torch": torch.__version__, "cuda": torch.version.cuda if gpu else None,
+            "geed_sources": code_version(), "commit": commit,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": _command(args)}
+
+
+def _publish(args, marker: str, lines: list[str], rows: dict) -> None:
+    """Print the result, write it between the README's ``marker`` comments and, with --json, to a file."""
     text = "\n".join(lines)
     print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"provenance": provenance(args), **rows}, indent=1) + "\n")
     if not args.no_readme:
         readme = ROOT / "README.md"
         src = readme.read_text()
-        new = re.sub(r"(<!-- benchmark:start -->\n).*?(\n<!-- benchmark:end -->)", lambda m: m.group(1) + text + m.group(2), src, flags=re.S)
+        new, found = re.subn(rf"(<!-- {marker}:start -->\n).*?(\n<!-- {marker}:end -->)", lambda m: m.group(1) + text + m.group(2),
+                             src, flags=re.S)
+        if not found:
+            raise SystemExit(f"README.md has no <!-- {marker}:start --> ... <!-- {marker}:end --> block to write the result into")
         readme.write_text(new)
+
+
+def gpu_main(args) -> None:
+    """The benchmark on a GPU: absolute times and ratios, the allocator's peak memory, and the
+    agreement of the values with the CPU's, in full float32 and with TF32 convolutions."""
+    rows = []
+    for name, g, ns in (QUICK if args.quick else GPU_CONFIGS):
+        for n in ns:
+            rows.append(time_ratio(name, g, n, args.repeats, args.device))
+            print(json.dumps(rows[-1]), flush=True)
+    mem = [gpu_peak_memory(name, g, n, args.device) for name, g, ns in (QUICK_MEMORY if args.quick else GPU_MEMORY_CONFIGS) for n in ns]
+    for m in mem:
+        print(json.dumps(m), flush=True)
+    agree = [gpu_agreement(name, g, n, args.device) for name, g, n in (GPU_AGREEMENT[:1] if args.quick else GPU_AGREEMENT)]
+    for a in agree:
+        print(json.dumps(a), flush=True)
+    prov = provenance(args)
+    lines = [f"Measured on {prov['device']}, torch {prov['torch']} (CUDA {prov['cuda']}), geed sources {prov['geed_sources']}"
+             + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}; times are medians over "
+             f"{args.repeats} interleaved rounds, each ended when the GPU had finished; ratios are paired within rounds, as above. "
+             "Both methods run in full float32 (geed measures so; see below). Digit models and ResNets as above; "
+             "`resnet50@224`: ResNet50 on 224 x 224 random images, the paper's scale. On a GPU geed takes the tensor path. "
+             f"Command: `{prov['command']}`.", "",
+             "| model | group | N | chunk | bare forward passes (ms) | geed, all G-EED variants (ms) | geed / bare | plain loop / bare "
+             "| e2cnn recipe / bare |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {1e3 * r['bare']['s']:.1f} | {1e3 * r['geed']['s']:.1f} | "
+              f"{_ratio(r['geed'])} | {_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
+    lines += ["", "Peak GPU memory above the memory allocated just before the run (PyTorch's allocator; the same method "
+              "first ran on one block). *bare*: the forward passes over the orbit, built block by block.", "",
+              "| model | group | N | chunk | bare (MB) | geed (MB) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {m['model']} | {m['group']} | {m['n']} | {m['chunk']} | {m['bare']['above']:.0f} | {m['geed']['above']:.0f} |" for m in mem]
+    lines += ["", "The largest difference between a per-(sample, element) value on the GPU and on the CPU, over every metric, "
+              "and over the channelwise metrics alone. *full float32*: as geed measures; *TF32 convolutions*: cuDNN's "
+              "reduced-precision float32 convolutions, PyTorch's default on this GPU, which geed switches off while it measures.", "",
+              "| model | group | N | full float32: largest (where) | full float32: channelwise | TF32 convolutions: largest (where) "
+              "| TF32 convolutions: channelwise |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {a['model']} | {a['group']} | {a['n']} | {a['full float32']['max']:.1e} ({a['full float32']['where']}) | "
+              f"{a['full float32']['channelwise']:.1e} | {a['TF32 convolutions']['max']:.1e} ({a['TF32 convolutions']['where']}) | "
+              f"{a['TF32 convolutions']['channelwise']:.1e} |" for a in agree]
+    _publish(args, "benchmark-gpu", lines, {"time": rows, "memory": mem, "agreement": agree})
 
 
 if __name__ == "__main__":

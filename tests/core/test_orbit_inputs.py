@@ -64,6 +64,34 @@ def test_mixed_modes_are_restored_module_by_module_and_a_model_in_evaluation_mod
     assert calls == []  # already in evaluation mode: left alone
 
 
+def test_measuring_runs_in_full_float32_and_gives_the_callers_precision_back():
+    """cuDNN computes float32 convolutions in TF32 unless told otherwise: geed measures in full
+    float32 on every device (a GPU then gives the CPU's values; tests/core/test_cuda.py), and hands
+    the caller's switches back, also when the model fails."""
+    from geed.orbit import _precision_flags
+
+    conv = torch.backends.cudnn.conv
+    assert conv.fp32_precision == "tf32"  # PyTorch's default
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append([getattr(holder, name) for holder, name in _precision_flags()])
+            return x.flatten(1)
+
+    geed.evaluate(Spy(), torch.rand(2, 1, 5, 5), "C4")
+    assert seen and all(v == ["ieee"] * len(v) for v in seen)
+    assert conv.fp32_precision == "tf32"
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("broken model")
+
+    with pytest.raises(RuntimeError, match="broken model"):
+        geed.evaluate(Broken(), torch.rand(2, 1, 5, 5), "C4")
+    assert conv.fp32_precision == "tf32"
+
+
 def test_non_square_inputs_are_refused_under_quarter_turns_only():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.rand(3, 1, 8, 12)

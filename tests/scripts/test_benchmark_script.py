@@ -70,3 +70,47 @@ def test_the_breakdown_splits_geeds_time(bench):
         assert parts["wall"] > 0 and parts["model"] > 0
         assert abs(parts["wall"] - parts["model"] - parts["compiled"] - parts["rest"]) < 1e-9
     assert row["bare"]["compiled"] == 0 and row["geed"]["compiled"] > 0
+
+
+def test_the_gpu_agreement_runs_and_hands_the_precision_switch_back(bench):
+    """The comparison of a GPU's values with the CPU's, run here against the CPU itself: every gap is 0."""
+    import geed.orbit as orbit
+
+    switch = orbit.full_float32
+    row = bench.gpu_agreement("c8cnn@0.0417", "C4", 2, device="cpu")
+    assert orbit.full_float32 is switch
+    for label in ("full float32", "TF32 convolutions"):
+        assert row[label]["max"] == 0.0 and row[label]["channelwise"] == 0.0 and row[label]["where"]
+
+
+def test_a_gap_is_infinite_where_one_value_is_undefined_and_the_other_not(bench):
+    import numpy as np
+
+    a = np.array([[0.5, np.nan], [0.25, 1.0]])
+    assert bench._gap(a, a + 1e-3) == pytest.approx(1e-3)
+    assert bench._gap(a, np.array([[0.5, 0.1], [0.25, 1.0]])) == float("inf")
+
+
+def test_a_result_is_written_between_its_markers_with_its_provenance(bench, monkeypatch, tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    (tmp_path / "README.md").write_text("a\n<!-- benchmark-gpu:start -->\nold\n<!-- benchmark-gpu:end -->\nb\n")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    args = SimpleNamespace(device="cpu", repeats=5, threads=1, memory_repeats=3, quick=True, no_readme=False, json=str(tmp_path / "r.json"))
+    bench._publish(args, "benchmark-gpu", ["new", "rows"], {"time": [1]})
+    assert (tmp_path / "README.md").read_text() == "a\n<!-- benchmark-gpu:start -->\nnew\nrows\n<!-- benchmark-gpu:end -->\nb\n"
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["time"] == [1] and saved["provenance"]["command"] == "python scripts/benchmark.py --repeats 5 --quick"
+    assert len(saved["provenance"]["geed_sources"]) == 12 and saved["provenance"]["torch"] == torch.__version__
+    with pytest.raises(SystemExit, match="no <!-- benchmark:start -->"):
+        bench._publish(args, "benchmark", ["x"], {})
+
+
+def test_an_unusable_device_is_refused_before_any_work(bench, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, why in (("cuda", "no CUDA device is available"), ("tpu", "expected cpu or cuda")):
+        monkeypatch.setattr("sys.argv", ["benchmark.py", "--device", device])
+        with pytest.raises(SystemExit):
+            bench.main()
+        assert why in capsys.readouterr().err

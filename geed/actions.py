@@ -75,6 +75,7 @@ class SpatialAction(Action):
         self.channel_maps = None
         self._perms: list[torch.Tensor | None] = []
         self._mats: list[torch.Tensor | None] = []
+        self._perms_by_device: dict[str, list[torch.Tensor | None]] = {}
         if channel_maps is not None:
             if len(channel_maps) != len(group):
                 raise ValueError(
@@ -99,12 +100,19 @@ class SpatialAction(Action):
         if self.channel_maps is not None and y.shape[1] != self.n_channels:
             raise ValueError(f"this action permutes {self.n_channels} channels but the layer has {y.shape[1]}")
 
+    def _perms_on(self, device: torch.device) -> list[torch.Tensor | None]:
+        """The channel permutations on ``device``, copied there once (not once per block)."""
+        key = str(device)
+        if key not in self._perms_by_device:
+            self._perms_by_device[key] = [None if p is None else p.to(device) for p in self._perms]
+        return self._perms_by_device[key]
+
     def _map_channels(self, out: torch.Tensor, i: int) -> torch.Tensor:
         if self.channel_maps is None:
             return out
-        perm = self._perms[i]
+        perm = self._perms_on(out.device)[i]
         if perm is not None:
-            return out.index_select(1, perm.to(out.device))
+            return out.index_select(1, perm)
         mat = self._mats[i].to(device=out.device, dtype=out.dtype)  # type: ignore[union-attr]
         return torch.einsum("cd,ndhw->nchw", mat, out)
 
@@ -118,7 +126,7 @@ class SpatialAction(Action):
         if self.channel_maps is None:
             return self.group.orbit(y)
         if all(p is not None for p in self._perms):  # permutations: taken in the same copy as the spatial action
-            return self.group.orbit(y, channels=self._perms)  # type: ignore[arg-type]
+            return self.group.orbit(y, channels=self._perms_on(y.device))  # type: ignore[arg-type]
         out = self.group.orbit(y)
         return torch.stack([self._map_channels(out[i], i) for i in range(len(self.group))])
 

@@ -69,12 +69,16 @@ def _disc(size_h: int, size_w: int) -> torch.Tensor:
     return ((ys[:, None] ** 2 + xs[None, :] ** 2) <= radius**2).to(torch.float64)
 
 
+@lru_cache(maxsize=64)
+def _disc_as(size_h: int, size_w: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return _disc(size_h, size_w).to(device=device, dtype=dtype)  # made once per device and dtype (no copy per block)
+
+
 def disc_mask(height: int, width: int, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A 0/1 mask of the disc inscribed in an ``height x width`` grid."""
-    mask = _disc(int(height), int(width))
+    """A 0/1 mask of the disc inscribed in an ``height x width`` grid (shared: not to be changed in place)."""
     if like is not None:
-        mask = mask.to(device=like.device, dtype=like.dtype)
-    return mask
+        return _disc_as(int(height), int(width), str(like.device), like.dtype)
+    return _disc(int(height), int(width))
 
 
 @lru_cache(maxsize=256)

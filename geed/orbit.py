@@ -343,7 +343,7 @@ def evaluate(
     references: Sequence[str] = ("orbit",),
     chunk_size: int | None = None,
     dtype: torch.dtype | None = None,
-    memory_budget: int = 256 * 2**20,
+    memory_budget: int | None = None,
     progress: bool | Callable[[str], None] = False,
 ) -> Report:
     """All G-EED variants, streamed over blocks of samples.
@@ -359,7 +359,8 @@ def evaluate(
 
     Memory does not grow with the feature maps of N samples: the samples are taken in blocks whose
     whole orbit is one forward chunk (``chunk_size`` orbit inputs; by default as many as fit
-    ``memory_budget`` bytes of captured feature maps, at most 64 on a CPU and 512 on a GPU). Each
+    ``memory_budget`` bytes of captured feature maps, by default 256 MiB on a CPU and a sixteenth of
+    a GPU's memory; at most 64 on a CPU and 4,096 on a GPU: :func:`auto_chunk_size`). Each
     feature map is reduced to per-(sample, element) values as soon as the block's orbit has passed
     its layer (inside the forward pass, while it is still in the processor's caches) and is not
     kept. The latent vectors and logits of a few blocks (at most ``SMALL_SAMPLES`` samples and about
@@ -578,13 +579,29 @@ def _per_input_bytes(model: nn.Module, probe: torch.Tensor, layers: Sequence[str
     return sum(t.numel() * t.element_size() for n, t in out.items() if n in layers)
 
 
-def auto_chunk_size(model: nn.Module, probe: torch.Tensor, layers: Sequence[str], budget: int = 256 * 2**20) -> int:
+CPU_BUDGET, CPU_CAP = 256 * 2**20, 64  # a CPU: smaller batches are faster
+GPU_BUDGET_SHARE, GPU_CAP = 1 / 16, 4096  # a GPU: large chunks, each launch and synchronisation paid once per block
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes of captured feature maps per chunk: 256 MiB on a CPU, a sixteenth of the memory of a GPU
+    (5 GB on an 80 GB card)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * GPU_BUDGET_SHARE)
+    return CPU_BUDGET
+
+
+def auto_chunk_size(model: nn.Module, probe: torch.Tensor, layers: Sequence[str], budget: int | None = None) -> int:
     """Orbit inputs per forward chunk: as many as keep the captured feature maps of one chunk within
-    ``budget`` bytes (measured on one probe input), at most 64 on a CPU (where smaller batches are
-    faster) and 512 on a GPU."""
-    cap = 512 if probe.device.type == "cuda" else 64
+    ``budget`` bytes (:func:`default_budget` when None; measured on one probe input), at most 64 on a
+    CPU (where smaller batches are faster) and 4,096 on a GPU (where every block costs its kernel
+    launches and synchronisations whatever its size)."""
+    if budget is not None and budget < 1:
+        raise ValueError(f"the memory budget must be a positive number of bytes; got {budget}")
+    cap = GPU_CAP if probe.device.type == "cuda" else CPU_CAP
     if not layers:
         return cap
+    budget = default_budget(probe.device) if budget is None else budget
     per_input = _per_input_bytes(model, probe, list(layers))
     return int(max(1, min(cap, budget // max(per_input, 1))))
 

@@ -27,6 +27,7 @@ Every model exposes ``blocks`` (module names of the six blocks), ``latent_layer`
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Callable
@@ -199,6 +200,7 @@ class SteerableCNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(c, 64), nn.BatchNorm1d(64), nn.ELU(), nn.Linear(64, n_classes))
         self.latent_layer = "latent"
         self.latent_dim = c
+        _own_bases(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The feature extractor f1: input -> latent vector (invariant up to interpolation)."""
@@ -220,6 +222,18 @@ class SteerableCNN(nn.Module):
         if key not in cache:
             cache[key] = {name: field_type_action(group, self.block_types[name]) for name in self.blocks}
         return dict(cache[key])
+
+
+def _own_bases(model: nn.Module) -> None:
+    """Give ``model`` its own copy of each sampled kernel basis. e2cnn caches the basis of a layer type
+    and hands the same module to every layer of that type in the process, in every model, so moving
+    one model (to a GPU, to float64) moved the bases of all the others with it, which then failed."""
+    from e2cnn.nn.modules.r2_conv.basisexpansion_singleblock import SingleBlockBasisExpansion
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SingleBlockBasisExpansion):
+                setattr(parent, name, copy.deepcopy(child))
 
 
 class RegularGroupPooling(nn.Module):

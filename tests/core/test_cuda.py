@@ -1,7 +1,6 @@
 """On a GPU geed gives the CPU's values (it measures in full float32 on every device), and the
 benchmark's GPU rows run. Skipped without CUDA."""
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest

@@ -83,6 +83,21 @@ def test_both_families_have_the_same_latent_dimension():
     assert wide["latent"].shape == (2, 4) and wide["latent_wide"].shape == (2, 32)
 
 
+def test_moving_one_steerable_model_leaves_the_others_where_they_are():
+    """e2cnn hands one cached kernel basis to every layer of a type in the process: each C8-CNN owns
+    a copy, so moving one (to float64 here, to a GPU alike) does not move the bases of the others."""
+    a, b = create_model("c8cnn-tiny", seed=0).eval(), create_model("c8cnn-tiny", seed=0).eval()
+    x = torch.rand(2, 1, 29, 29)
+    with torch.no_grad():
+        before = b(x)
+        a.double()
+        b.train().eval()  # e2cnn expands its filters from the bases when it enters evaluation mode
+        assert all(t.dtype == torch.float32 for t in b.buffers() if t.is_floating_point())
+        assert torch.equal(b(x), before)
+        assert torch.allclose(a(x.double()), before.double(), atol=1e-5)
+    assert set(a.state_dict()) == set(b.state_dict())  # the same checkpoint keys as before
+
+
 # ----------------------------------------------------------------------------- dead channels
 def _plain_loop_channelwise(Y: torch.Tensor, group, both_zero: float | None = None) -> tuple[float, float]:
     """Channelwise G-EED by explicit loops, for the plain spatial action with a trivial kernel:

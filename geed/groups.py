@@ -104,8 +104,14 @@ def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
         return torch.rot90(x, int(round(quarter)) % 4, dims=(-2, -1))
     shape = x.shape
     h, w = shape[-2], shape[-1]
-    flat = x.reshape(1, -1, h, w)
     grid = _rotation_grid(float(angle), int(h), int(w), x.dtype, str(x.device))
+    if x.is_cuda:
+        # a GPU runs one thread per output pixel of each image and loops over the channels inside it:
+        # every map its own image (the grid expanded, not copied), else a few thousand threads do it all
+        flat = x.reshape(-1, 1, h, w)
+        grid = grid.expand(flat.shape[0], int(h), int(w), 2)
+    else:
+        flat = x.reshape(1, -1, h, w)
     out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(shape)
 

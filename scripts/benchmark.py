@@ -343,10 +343,14 @@ def _gap(a, b) -> float:
     return float(np.abs(a[defined] - b[defined]).max()) if defined.any() else 0.0
 
 
+AGREEMENT = ("GPU, full float32", "GPU, TF32 convolutions", "CPU, float64")
+
+
 def gpu_agreement(name: str, group_name: str, n: int, device: str = "cuda") -> dict:
-    """The largest difference between geed's per-(sample, element) values on the GPU and on the CPU,
-    over every metric, measured in full float32 (as geed measures) and with cuDNN's TF32 convolutions
-    (PyTorch's default), to show what the precision switch is for."""
+    """How far geed's values on the GPU are from the CPU's (float32): measured in full float32 (as geed
+    measures) and with cuDNN's TF32 convolutions (PyTorch's default), beside the CPU's own float64
+    values, which show the size of float32 rounding itself. For each: the largest difference of a
+    per-(sample, element) value and where, and the largest difference of a metric's mean."""
     from contextlib import contextmanager
 
     import geed
@@ -354,12 +358,9 @@ def gpu_agreement(name: str, group_name: str, n: int, device: str = "cuda") -> d
 
     job = _job(name, group_name, n, "cpu")
 
-    def values(model, x) -> dict:
-        report = geed.evaluate(model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)
-        return {key: r.per_pair for key, r in report.results.items()}
-
-    cpu = values(job.model, job.x)
-    out: dict = {"model": name, "group": group_name, "n": n}
+    def values(model, x, dtype=None) -> dict:
+        report = geed.evaluate(model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk, dtype=dtype)
+        return {f"{metric} {layer}": r for (metric, layer), r in report.results.items()}
 
     @contextmanager
     def tf32():
@@ -370,17 +371,23 @@ def gpu_agreement(name: str, group_name: str, n: int, device: str = "cuda") -> d
         finally:
             conv.fp32_precision = old
 
-    model = job.model.to(device)
-    for label, precision in (("full float32", orbit.full_float32), ("TF32 convolutions", tf32)):
+    def on_device(precision) -> dict:
         saved, orbit.full_float32 = orbit.full_float32, precision
         try:
-            gpu = values(model, job.x.to(device))
+            return values(job.model, job.x.to(device))
         finally:
             orbit.full_float32 = saved
-        diffs = {f"{metric} {layer}": _gap(gpu[(metric, layer)], cpu[(metric, layer)]) for metric, layer in cpu}
-        worst = max(diffs, key=diffs.get)
-        out[label] = {"max": diffs[worst], "where": worst,
-                      "channelwise": max(v for k, v in diffs.items() if k.startswith("channelwise"))}
+
+    cpu = values(job.model, job.x)
+    other = {"CPU, float64": values(job.model, job.x, torch.float64)}
+    job.model.to(device)
+    other["GPU, full float32"] = on_device(orbit.full_float32)
+    other["GPU, TF32 convolutions"] = on_device(tf32)
+    out: dict = {"model": name, "group": group_name, "n": n}
+    for label in AGREEMENT:
+        pairs = {k: _gap(other[label][k].per_pair, cpu[k].per_pair) for k in cpu}
+        worst = max(pairs, key=pairs.get)
+        out[label] = {"max": pairs[worst], "where": worst, "mean": max(abs(other[label][k].value - cpu[k].value) for k in cpu)}
     return out
 
 
@@ -396,8 +403,10 @@ QUICK_MEMORY = [("c8cnn", "C8", (64, 256))]
 QUICK = [("cnn", "C8", (16, 64)), ("c8cnn", "C8", (16, 64)), ("resnet18", "D4", (16,))]
 # on a GPU: the same configurations and, at the paper's scale, ResNet50 on 224 x 224 images, 100 inputs x C8
 GPU_CONFIGS = CONFIGS + [("resnet50@224", "C8", (16, 100))]
-GPU_MEMORY_CONFIGS = [("resnet18", "C8", (64, 1024)), ("c8cnn", "C8", (64, 1024)), ("resnet50@224", "C8", (16, 100))]
-GPU_AGREEMENT = [("c8cnn", "C8", 16), ("cnn", "C8", 16), ("resnet18", "C8", 16)]
+# memory on a GPU in whole blocks (N = 1 and 4 times the samples of one block, which follows the card's memory):
+# the peak follows the block, and should not grow with the number of blocks
+GPU_MEMORY_BLOCKS = [("resnet18", "C8", (1, 4)), ("c8cnn", "C8", (1, 4)), ("resnet50@224", "C8", (1, 4))]
+GPU_AGREEMENT = [("c8cnn", "C8", 64), ("cnn", "C8", 64), ("resnet18", "C8", 64)]
 
 
 def _mb(cell: dict) -> str:
@@ -500,8 +509,10 @@ def provenance(args) -> dict:
     from geed.report.cache import code_version
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
+        git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
+        commit = git("rev-parse", "--short", "HEAD")
+        if git("status", "--porcelain", "--untracked-files=no"):  # the sources are not those of the commit
+            commit += " with uncommitted changes"
     except (OSError, subprocess.CalledProcessError):
         commit = None
     gpu = args.device.startswith("cuda")
@@ -535,7 +546,10 @@ def gpu_main(args) -> None:
         for n in ns:
             rows.append(time_ratio(name, g, n, args.repeats, args.device))
             print(json.dumps(rows[-1]), flush=True)
-    mem = [gpu_peak_memory(name, g, n, args.device) for name, g, ns in (QUICK_MEMORY if args.quick else GPU_MEMORY_CONFIGS) for n in ns]
+    mem = []
+    for name, g, blocks in ([("c8cnn", "C8", (1, 2))] if args.quick else GPU_MEMORY_BLOCKS):
+        block = _block(_job(name, g, 1, args.device))
+        mem += [{**gpu_peak_memory(name, g, k * block, args.device), "blocks": k} for k in blocks]
     for m in mem:
         print(json.dumps(m), flush=True)
     agree = [gpu_agreement(name, g, n, args.device) for name, g, n in (GPU_AGREEMENT[:1] if args.quick else GPU_AGREEMENT)]
@@ -554,17 +568,21 @@ def gpu_main(args) -> None:
     lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {1e3 * r['bare']['s']:.1f} | {1e3 * r['geed']['s']:.1f} | "
               f"{_ratio(r['geed'])} | {_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
     lines += ["", "Peak GPU memory above the memory allocated just before the run (PyTorch's allocator; the same method "
-              "first ran on one block). *bare*: the forward passes over the orbit, built block by block.", "",
-              "| model | group | N | chunk | bare (MB) | geed (MB) |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {m['model']} | {m['group']} | {m['n']} | {m['chunk']} | {m['bare']['above']:.0f} | {m['geed']['above']:.0f} |" for m in mem]
-    lines += ["", "The largest difference between a per-(sample, element) value on the GPU and on the CPU, over every metric, "
-              "and over the channelwise metrics alone. *full float32*: as geed measures; *TF32 convolutions*: cuDNN's "
-              "reduced-precision float32 convolutions, PyTorch's default on this GPU, which geed switches off while it measures.", "",
-              "| model | group | N | full float32: largest (where) | full float32: channelwise | TF32 convolutions: largest (where) "
-              "| TF32 convolutions: channelwise |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {a['model']} | {a['group']} | {a['n']} | {a['full float32']['max']:.1e} ({a['full float32']['where']}) | "
-              f"{a['full float32']['channelwise']:.1e} | {a['TF32 convolutions']['max']:.1e} ({a['TF32 convolutions']['where']}) | "
-              f"{a['TF32 convolutions']['channelwise']:.1e} |" for a in agree]
+              "first ran on one block), for N of one and of four whole blocks (a block is as many samples as the chunk "
+              "holds orbits, and the chunk follows the card's memory): the peak follows the block, not N. *bare*: the "
+              "forward passes over the orbit, built block by block.", "",
+              "| model | group | blocks | N | chunk | bare (MB) | geed (MB) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {m['model']} | {m['group']} | {m.get('blocks', '-')} | {m['n']} | {m['chunk']} | {m['bare']['above']:.0f} | "
+              f"{m['geed']['above']:.0f} |" for m in mem]
+    lines += ["", "How far the values are from the CPU's in float32, over every metric (N samples, all G-EED variants): the "
+              "largest difference of a per-(sample, element) value (and where), and the largest difference of a metric's "
+              "mean. *GPU, full float32*: as geed measures; *GPU, TF32 convolutions*: cuDNN's reduced-precision float32 "
+              "convolutions, PyTorch's default on this GPU, which geed switches off while it measures; *CPU, float64*: "
+              "the model copied to float64 on the CPU, the size of float32 rounding itself.", "",
+              "| model | group | N | " + " | ".join(f"{label}: largest (where) | {label}: mean" for label in AGREEMENT) + " |",
+              "| --- | --- | --- | " + " | ".join("--- | ---" for _ in AGREEMENT) + " |"]
+    lines += [f"| {a['model']} | {a['group']} | {a['n']} | " + " | ".join(
+              f"{a[label]['max']:.1e} ({a[label]['where']}) | {a[label]['mean']:.1e}" for label in AGREEMENT) + " |" for a in agree]
     _publish(args, "benchmark-gpu", lines, {"time": rows, "memory": mem, "agreement": agree})
 
 

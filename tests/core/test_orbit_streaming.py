@@ -51,8 +51,10 @@ def test_the_automatic_chunk_follows_the_memory_budget():
     assert one == 1
     per_input = model.block1(model.input_mask(x)).numel() * 4
     assert auto_chunk_size(model, x, ["block1"], budget=10 * per_input) == 10
-    with pytest.raises(ValueError, match="memory budget must be a positive number of bytes; got 0"):
+    with pytest.raises(ValueError, match="memory budget must be a positive whole number of bytes; got 0"):
         auto_chunk_size(model, x, ["block1"], budget=0)
+    with pytest.raises(ValueError, match="got '1GB'"):
+        auto_chunk_size(model, x, ["block1"], budget="1GB")
     with pytest.raises(ValueError, match="memory budget"):
         geed.evaluate(model, x.repeat(2, 1, 1, 1), "C4", channelwise={"block1": None}, memory_budget=-1)
     with pytest.raises(ValueError, match="chunk_size must be positive"):

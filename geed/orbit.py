@@ -157,17 +157,19 @@ def _copy_as(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def _precision_flags() -> list[tuple[object, str]]:
-    """The switches by which a backend may compute float32 convolutions and matrix products in a
-    reduced precision (TF32 on NVIDIA GPUs), as (holder, attribute)."""
+    """The switches by which PyTorch may compute float32 convolutions and matrix products in a reduced
+    precision (TF32 on NVIDIA GPUs, bfloat16 on some CPUs), as (holder, attribute): the global one
+    first, then those of cuDNN, CUDA and oneDNN."""
     backends = torch.backends
-    flags = []
-    for holder in (getattr(getattr(backends, "cudnn", None), "conv", None), getattr(getattr(backends, "cuda", None), "matmul", None),
-                   getattr(getattr(backends, "mkldnn", None), "conv", None), getattr(getattr(backends, "mkldnn", None), "matmul", None)):
-        if holder is not None and hasattr(holder, "fp32_precision"):
-            flags.append((holder, "fp32_precision"))
-    if not flags:  # torch before the fp32_precision switches
+    holders = [backends, getattr(getattr(backends, "cudnn", None), "conv", None), getattr(getattr(backends, "cuda", None), "matmul", None),
+               getattr(getattr(backends, "mkldnn", None), "conv", None), getattr(getattr(backends, "mkldnn", None), "matmul", None)]
+    flags = [(h, "fp32_precision") for h in holders if h is not None and isinstance(getattr(h, "fp32_precision", None), str)]
+    if len(flags) <= 1:  # torch before the fp32_precision switches
         flags = [(backends.cudnn, "allow_tf32"), (backends.cuda.matmul, "allow_tf32")]
     return flags
+
+
+FULL_PRECISION = ("ieee", "none", False)  # a switch at one of these leaves float32 whole ("none": as the global switch)
 
 
 @contextmanager
@@ -177,15 +179,15 @@ def full_float32() -> Iterator[None]:
     PyTorch lets cuDNN compute float32 convolutions in TF32 by default (a 10-bit mantissa): on the
     benchmark's models that moved per-(sample, element) values by up to about 1e-2 and means by up
     to about 1e-4 against the CPU's, where full float32 stays within float32's own rounding (the
-    README's GPU table). Measuring is done in full float32 on every device."""
-    flags = _precision_flags()
-    saved = [getattr(holder, name) for holder, name in flags]
+    README's GPU table). Measuring is done in full float32 on every device. Only a switch set to a
+    reduced precision is changed (to "ieee", or False): one left at PyTorch's default is left alone."""
+    changed = [(holder, name, getattr(holder, name)) for holder, name in _precision_flags() if getattr(holder, name) not in FULL_PRECISION]
     try:
-        for holder, name in flags:
-            setattr(holder, name, "ieee" if name == "fp32_precision" else False)
+        for holder, name, _ in changed:
+            setattr(holder, name, False if name == "allow_tf32" else "ieee")
         yield
     finally:
-        for (holder, name), value in zip(flags, saved):
+        for holder, name, value in changed:
             setattr(holder, name, value)
 
 

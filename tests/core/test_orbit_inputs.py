@@ -65,31 +65,41 @@ def test_mixed_modes_are_restored_module_by_module_and_a_model_in_evaluation_mod
 
 
 def test_measuring_runs_in_full_float32_and_gives_the_callers_precision_back():
-    """cuDNN computes float32 convolutions in TF32 unless told otherwise: geed measures in full
-    float32 on every device (a GPU then gives the CPU's values; tests/core/test_cuda.py), and hands
-    the caller's switches back, also when the model fails."""
-    from geed.orbit import _precision_flags
+    """cuDNN computes float32 convolutions in TF32 unless told otherwise, and a caller may ask for
+    reduced-precision matrix products: geed measures in full float32 on every device (a GPU then
+    gives the CPU's values; tests/core/test_cuda.py), changes only the switches that are reduced,
+    and hands them back, also when the model fails."""
+    from geed.orbit import FULL_PRECISION, _precision_flags
 
-    conv = torch.backends.cudnn.conv
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
     assert conv.fp32_precision == "tf32"  # PyTorch's default
+    before = [(h, n, getattr(h, n)) for h, n in _precision_flags()]
     seen = []
 
     class Spy(nn.Module):
         def forward(self, x):
-            seen.append([getattr(holder, name) for holder, name in _precision_flags()])
+            seen.append({id(h): getattr(h, n) for h, n in _precision_flags()})
             return x.flatten(1)
 
-    geed.evaluate(Spy(), torch.rand(2, 1, 5, 5), "C4")
-    assert seen and all(v == ["ieee"] * len(v) for v in seen)
-    assert conv.fp32_precision == "tf32"
+    torch.set_float32_matmul_precision("high")  # a caller who allows TF32 matrix products
+    untouched = {id(h): getattr(h, n) for h, n in _precision_flags() if getattr(h, n) in FULL_PRECISION}
+    try:
+        geed.evaluate(Spy(), torch.rand(2, 1, 5, 5), "C4")
+        assert seen and all(set(v.values()) <= set(FULL_PRECISION) for v in seen)
+        assert all(v[id(conv)] == "ieee" and v[id(matmul)] == "ieee" for v in seen)
+        assert all(v[key] == value for v in seen for key, value in untouched.items())  # the rest left alone
+        assert conv.fp32_precision == "tf32" and matmul.fp32_precision == "tf32"
 
-    class Broken(nn.Module):
-        def forward(self, x):
-            raise RuntimeError("broken model")
+        class Broken(nn.Module):
+            def forward(self, x):
+                raise RuntimeError("broken model")
 
-    with pytest.raises(RuntimeError, match="broken model"):
-        geed.evaluate(Broken(), torch.rand(2, 1, 5, 5), "C4")
-    assert conv.fp32_precision == "tf32"
+        with pytest.raises(RuntimeError, match="broken model"):
+            geed.evaluate(Broken(), torch.rand(2, 1, 5, 5), "C4")
+        assert conv.fp32_precision == "tf32" and matmul.fp32_precision == "tf32"
+    finally:
+        for h, n, value in before:
+            setattr(h, n, value)
 
 
 def test_non_square_inputs_are_refused_under_quarter_turns_only():

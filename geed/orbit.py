@@ -444,7 +444,7 @@ def evaluate(
         if name in pending:
             pending[name].append(Yb)
         if name in latents and name not in identity:
-            identity[name] = torch.empty((N, *Yb.shape[2:]), dtype=Yb.dtype)
+            identity[name] = torch.empty((N, *Yb.shape[2:]), dtype=Yb.dtype, device=Yb.device)
 
     with torch.no_grad(), _capture(model, list(arrived), on_output), _measuring(model):
         for start in range(0, N, block):

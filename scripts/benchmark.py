@@ -157,11 +157,15 @@ def _job(name: str, group_name: str, n: int, device: str = "cpu"):
                 model(flat[s : s + chunk])
         _sync(device)
 
+    def measure(inputs: torch.Tensor) -> None:  # geed's full evaluation of some inputs, in the job's chunks
+        geed.evaluate(model, inputs, group, channelwise=cw, latent=latent, chunk_size=chunk)
+
     def full():
-        geed.evaluate(model, x, group, channelwise=cw, latent=latent, chunk_size=chunk)
+        measure(x)
         _sync(device)
 
-    return SimpleNamespace(model=model, x=x, group=group, cw=cw, latent=latent, chunk=chunk, bare=bare, full=full, device=device)
+    return SimpleNamespace(model=model, x=x, group=group, cw=cw, latent=latent, chunk=chunk, bare=bare, full=full, measure=measure,
+                           device=device)
 
 
 def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "cpu") -> dict:
@@ -272,14 +276,8 @@ def _peak_child(name: str, group_name: str, n: int, method: str) -> None:
     kernels warm), and the peak mark is reset, so loading the model and data does not count."""
     import gc
 
-    import geed
-
     job = _job(name, group_name, n)
-    if method == "geed":
-        def run(x):
-            geed.evaluate(job.model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)
-    else:
-        run = _chunked_bare(job)
+    run = job.measure if method == "geed" else _chunked_bare(job)
     run(job.x[: max(2, _block(job))])  # one block (at least the 2 points the normaliser M needs)
     gc.collect()
     try:
@@ -316,11 +314,8 @@ def gpu_peak_memory(name: str, group_name: str, n: int, device: str = "cuda") ->
     """Peak GPU memory of the bare forward passes (the orbit built block by block) and of geed, above
     the memory allocated just before each run, from PyTorch's allocator (exact, unlike a process's
     resident memory: no subprocesses needed). Each method first runs on one block."""
-    import geed
-
     job = _job(name, group_name, n, device)
-    runs = {"bare": _chunked_bare(job),
-            "geed": lambda x: geed.evaluate(job.model, x, job.group, channelwise=job.cw, latent=job.latent, chunk_size=job.chunk)}
+    runs = {"bare": _chunked_bare(job), "geed": job.measure}
     out: dict = {"model": name, "group": group_name, "n": n, "chunk": job.chunk, "device": device}
     for label, run in runs.items():
         run(job.x[: max(2, _block(job))])
@@ -490,7 +485,7 @@ def main() -> None:
               "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {m['model']} | {m['group']} | {m['n']} | " + " | ".join(_mb(m[label]) for label, _ in MEMORY_RUNS)
               + f" | {m['bare']['peak']:.0f} / {m['geed']['peak']:.0f} |" for m in mem]
-    _publish(args, "benchmark", lines, {"time": rows, "memory": mem})
+    _publish(args, "benchmark", lines, {"time": rows, "memory": mem}, provenance(args))
 
 
 def _command(args) -> str:
@@ -522,12 +517,13 @@ def provenance(args) -> dict:
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": _command(args)}
 
 
-def _publish(args, marker: str, lines: list[str], rows: dict) -> None:
-    """Print the result, write it between the README's ``marker`` comments and, with --json, to a file."""
+def _publish(args, marker: str, lines: list[str], rows: dict, prov: dict) -> None:
+    """Print the result, write it between the README's ``marker`` comments and, with --json, to a file
+    with its provenance."""
     text = "\n".join(lines)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"provenance": provenance(args), **rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"provenance": prov, **rows}, indent=1) + "\n")
     if not args.no_readme:
         readme = ROOT / "README.md"
         src = readme.read_text()
@@ -583,7 +579,7 @@ def gpu_main(args) -> None:
               "| --- | --- | --- | " + " | ".join("--- | ---" for _ in AGREEMENT) + " |"]
     lines += [f"| {a['model']} | {a['group']} | {a['n']} | " + " | ".join(
               f"{a[label]['max']:.1e} ({a[label]['where']}) | {a[label]['mean']:.1e}" for label in AGREEMENT) + " |" for a in agree]
-    _publish(args, "benchmark-gpu", lines, {"time": rows, "memory": mem, "agreement": agree})
+    _publish(args, "benchmark-gpu", lines, {"time": rows, "memory": mem, "agreement": agree}, prov)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def _channel_perms(spatial, elements: list[int], C: int) -> np.ndarray:
     return np.stack([spatial._perms[e].numpy().astype(np.int64) for e in elements])
 
 
-_TILE = 16  # pixels x (sample, channel) pairs per tile of the transpose
+_BLOCK = 8  # the transposes move 8 x 8 blocks: fixed-size loops the compiler turns into register shuffles
 
 
 # sums may be reordered (vectorised), but NaN and infinity keep their meaning: a diverged model's
@@ -165,26 +165,39 @@ def _compiled(fn, parallel: bool):
         return numba.njit(**options)(fn)
 
 
+def _transpose(A, B):  # pragma: no cover - compiled
+    """B[q, r] = A[r, q] for a (R, Q) array A, in 8 x 8 blocks (the rows of a block run in parallel)."""
+    R, Q = A.shape
+    R8 = R - R % _BLOCK
+    Q8 = Q - Q % _BLOCK
+    for rb in numba.prange(R8 // _BLOCK):
+        r0 = rb * _BLOCK
+        for q0 in range(0, Q8, _BLOCK):
+            for i in range(_BLOCK):
+                for j in range(_BLOCK):
+                    B[q0 + j, r0 + i] = A[r0 + i, q0 + j]
+        for q in range(Q8, Q):
+            for i in range(_BLOCK):
+                B[q, r0 + i] = A[r0 + i, q]
+    for r in range(R8, R):
+        for q in range(Q):
+            B[q, r] = A[r, q]
+
+
 def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead):  # pragma: no cover - compiled
     """Channelwise G-EED of orbit outputs ``Y`` (G, N, C, S) against ``ref`` (N, C, S), written into
     ``per_pair`` (N, G) with the number of undefined (dead) channel comparisons per element in ``dead``.
 
     For each element g: its targets T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] are built along
-    the (sample, channel) axis p, where the reads are contiguous, turned tile by tile into rows of
+    the (sample, channel) axis p, where the reads are contiguous, turned block by block into rows of
     pixels, then one contiguous pass with f(g x) accumulates |a|^2, |b|^2 and a . b in float64.
     The cosine conventions of ``geed.metrics._cosine`` follow on those sums: a channel below
     ``tol`` times the sample's largest norm counts as zero, one zero side gives 0, two give NaN
     (left out of the mean over channels), NaN in a sample's norms switches the tolerance off."""
     G, N, C, S = Y.shape
     P = N * C
-    nt = (S + _TILE - 1) // _TILE
     refT = np.empty((S, P), dtype=ref.dtype)
-    for s0 in numba.prange(nt):
-        lo = s0 * _TILE
-        hi = min(S, lo + _TILE)
-        for p in range(P):
-            for s in range(lo, hi):
-                refT[s, p] = ref[p // C, p % C, s]
+    _transpose(ref.reshape(P, S), refT)
     T = np.empty((S, P), dtype=ref.dtype)
     TT = np.empty((P, S), dtype=ref.dtype)
     sums = np.empty((3, N, C), dtype=np.float64)
@@ -192,21 +205,21 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
         e = elem[g]
         K = nk[e]
         for s in numba.prange(S):
-            for p in range(P):
-                T[s, p] = 0.0
-            for k in range(K):
+            w = wts[e, s, 0]  # the tables have at least one column: an element with no entries has weight 0 there
+            if w != 0.0:  # the first term is written, not added: no pass to clear the row
+                src = idx[e, s, 0]
+                for p in range(P):
+                    T[s, p] = w * refT[src, p]
+            else:
+                for p in range(P):
+                    T[s, p] = 0.0
+            for k in range(1, K):
                 w = wts[e, s, k]
                 if w != 0.0:
                     src = idx[e, s, k]
                     for p in range(P):
                         T[s, p] += w * refT[src, p]
-        for s0 in numba.prange(nt):
-            lo = s0 * _TILE
-            hi = min(S, lo + _TILE)
-            for p0 in range(0, P, _TILE):
-                for p in range(p0, min(P, p0 + _TILE)):
-                    for s in range(lo, hi):
-                        TT[p, s] = T[s, p]
+        _transpose(T, TT)
         for p in numba.prange(P):
             n = p // C
             c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
@@ -260,6 +273,7 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
 
 
 if numba is not None:
+    _transpose = numba.njit(inline="always", fastmath=_FASTMATH, nogil=True)(_transpose)  # inlined: a parallel pass runs its blocks in parallel
     _PASSES = {True: _compiled(_channelwise_pass, parallel=True), False: _compiled(_channelwise_pass, parallel=False)}
 
 

@@ -152,3 +152,30 @@ def test_thread_settings_are_left_as_they_were():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert out[-2:] == ["1", "True"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 9), (8, 8), (17, 24), (24, 17), (40, 3)])
+def test_the_block_transpose_moves_every_value_once(shape):
+    """The transpose of the compiled pass works in 8 x 8 blocks: shapes with and without whole blocks."""
+    pytest.importorskip("numba")
+    A = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    B = np.full(shape[::-1], -1.0, dtype=np.float32)
+    _fused._transpose(A, B)
+    np.testing.assert_array_equal(B, A.T)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_serial_and_parallel_builds_give_the_tensor_paths_values(threads, monkeypatch):
+    """One thread runs the serial build of the pass, more run the parallel one: both hold to the
+    tensor path, on grids and widths with partial 8 x 8 blocks."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for name in ("C8 masked", "D4"):
+            action = ACTIONS[name]()
+            Y = _orbit_like(action.group, 7, 11, torch.float32, seed=threads)
+            tensor, fused = _both(Y, action, "orbit", monkeypatch)
+            np.testing.assert_allclose(fused.per_pair, tensor.per_pair, rtol=2e-6, atol=2e-6, err_msg=name)
+            assert fused.meta == tensor.meta
+    finally:
+        torch.set_num_threads(previous)

@@ -189,8 +189,8 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
     ``per_pair`` (N, G) with the number of undefined (dead) channel comparisons per element in ``dead``.
 
     For each element g: its targets T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] are built along
-    the (sample, channel) axis p, where the reads are contiguous, turned block by block into rows of
-    pixels, then one contiguous pass with f(g x) accumulates |a|^2, |b|^2 and a . b in float64.
+    the (sample, channel) axis p, where the reads are contiguous (the first term written, the others
+    added), turned block by block into rows of pixels, then one contiguous pass with f(g x) accumulates |a|^2, |b|^2 and a . b in float64.
     The cosine conventions of ``geed.metrics._cosine`` follow on those sums: a channel below
     ``tol`` times the sample's largest norm counts as zero, one zero side gives 0, two give NaN
     (left out of the mean over channels), NaN in a sample's norms switches the tolerance off."""

@@ -379,6 +379,7 @@ def evaluate(
     group, actions, latents = _requests(model, x, group, channelwise, latent, references)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    _check_budget(memory_budget)  # refused even where chunk_size makes it unused
     if not (isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"progress must be True, False or a callable taking a line; got {type(progress).__name__}")
     model, x = _prepare(model, x, dtype, None)
@@ -593,13 +594,17 @@ def default_budget(device: torch.device) -> int:
     return CPU_BUDGET
 
 
+def _check_budget(budget: int | None) -> None:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1):
+        raise ValueError(f"the memory budget must be a positive whole number of bytes; got {budget!r}")
+
+
 def auto_chunk_size(model: nn.Module, probe: torch.Tensor, layers: Sequence[str], budget: int | None = None) -> int:
     """Orbit inputs per forward chunk: as many as keep the captured feature maps of one chunk within
     ``budget`` bytes (:func:`default_budget` when None; measured on one probe input), at most 64 on a
     CPU (where smaller batches are faster) and 4,096 on a GPU (where every block costs its kernel
     launches and synchronisations whatever its size)."""
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1):
-        raise ValueError(f"the memory budget must be a positive whole number of bytes; got {budget!r}")
+    _check_budget(budget)
     cap = GPU_CAP if probe.device.type == "cuda" else CPU_CAP
     if not layers:
         return cap

@@ -57,6 +57,8 @@ def test_the_automatic_chunk_follows_the_memory_budget():
         auto_chunk_size(model, x, ["block1"], budget="1GB")
     with pytest.raises(ValueError, match="memory budget"):
         geed.evaluate(model, x.repeat(2, 1, 1, 1), "C4", channelwise={"block1": None}, memory_budget=-1)
+    with pytest.raises(ValueError, match="memory budget"):  # also beside a chunk size, before any forward pass
+        geed.evaluate(model, x.repeat(2, 1, 1, 1), "C4", channelwise={"block1": None}, chunk_size=8, memory_budget=0.5)
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         geed.evaluate(model, x, "C4", chunk_size=0)
 

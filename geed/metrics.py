@@ -236,9 +236,20 @@ def _pairs(Y: torch.Tensor, action: Action, reference: Reference) -> tuple[torch
     return out.reshape(-1, *Y.shape[2:]), targets.reshape(-1, *Y.shape[2:])
 
 
-def _per_pair(values: torch.Tensor, group: Group) -> np.ndarray:
-    """``(|G| N,)`` element-major values -> ``(N, |G|)`` float64 array."""
-    return values.reshape(len(group), -1).t().detach().double().cpu().numpy()
+def _on_host(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-pair values as a float64 array (copied from the device where they are on one)."""
+    if isinstance(values, np.ndarray):
+        return values
+    return values.detach().double().cpu().numpy()
+
+
+def _pair_values(Y: torch.Tensor, action: Action, distance: str | Callable, reference: Reference) -> torch.Tensor:
+    """``(N, |G|)`` float64 values of ``distance`` between ``f(g x)`` and ``g . ref(x)``, left on ``Y``'s
+    device: a streamed evaluation gathers them there and copies them to the host once, at its end."""
+    m = _distance(distance)
+    out, targets = _pairs(Y, action, reference)
+    # one call of the distance over all |G| x N pairs (distances compare row by row)
+    return m(out, targets).reshape(len(action.group), -1).t().detach().double()
 
 
 def geed(
@@ -249,10 +260,7 @@ def geed(
     name: str | None = None,
 ) -> EEDResult:
     """G-EED of eq. 4 for orbit outputs ``Y`` (``(|G|, N, ...)``), output action and distance."""
-    m = _distance(distance)
-    out, targets = _pairs(Y, action, reference)
-    # one call of the distance over all |G| x N pairs (distances compare row by row)
-    per_pair = _per_pair(m(out, targets), action.group)
+    per_pair = _on_host(_pair_values(Y, action, distance, reference))
     label = name or (distance if isinstance(distance, str) else getattr(distance, "__name__", "m"))
     return EEDResult(label, per_pair, meta={"group": action.group.name, "reference": reference})
 
@@ -265,33 +273,48 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     share of (sample, element, channel) comparisons left out, and belongs beside the value: a
     layer with many dead channels is measured on fewer channels.
 
-    On a CPU, for spatial actions with or without channel permutations, the norms and products are
-    taken in one compiled pass (:mod:`geed._fused`, with numba) that forms each target pixel as it
-    is compared; other actions and devices use tensor operations. Both give the same values to
-    rounding (tested), with the same conventions."""
+    For spatial actions with or without channel permutations, the norms and products are taken in
+    one compiled pass that forms each target pixel as it is compared: with numba on a CPU
+    (:mod:`geed._fused`), with Triton on a CUDA device (:mod:`geed._fused_cuda`). Other actions,
+    dtypes and devices use tensor operations. Every path gives the same values to rounding (tested),
+    with the same conventions."""
+    per_pair, dead, total = _channelwise_values(Y, action, reference)
+    meta = {"group": action.group.name, "reference": reference, "dead_fraction": int(dead) / max(total, 1)}
+    return EEDResult("channelwise", _on_host(per_pair), meta=meta)
+
+
+def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = "orbit"
+                        ) -> tuple[np.ndarray | torch.Tensor, int | torch.Tensor, int]:
+    """``(per_pair, dead, total)`` of channelwise G-EED: the ``(N, |G|)`` float64 values (an array from
+    the CPU's compiled pass, else a tensor left on ``Y``'s device), the number of (element, sample,
+    channel) comparisons left out as dead (an int, or a 0-d tensor on the device), and of all of them.
+    Nothing here waits for a GPU: a streamed evaluation copies the values to the host once, at its end."""
+    from geed import _fused_cuda
+
     group = action.group
     _check_orbit(Y, group)
     if Y.dim() != 5:
         raise ValueError(f"channelwise G-EED needs (N, C, H, W) feature maps; got shape {tuple(Y.shape[1:])}")
     ref = _reference(Y, action, reference)
     n_el, n = Y.shape[0], Y.shape[1]
+    total = n_el * n * Y.shape[2]
     if _fused.supports(action, Y):
         # one compiled pass: each target pixel is formed from ref as it is compared (see geed._fused)
-        per_pair, dead = _fused.channelwise(Y, ref, action)
-        total = n_el * n * Y.shape[2]
-    else:
-        region = action.region(Y[0])
-        # every element at once: per-pair values and conventions are per (sample, element) row, so they
-        # are those of one element at a time; the stacked targets are the size of Y (a streamed block)
-        out, targets = Y, action.act_all(ref)
-        if region is not None:
-            out, targets = out * region, targets.mul_(region)  # act_all's targets are new: masked in place
-        cos = _channel_cosines(out.reshape(n_el * n, *Y.shape[2:]), targets.reshape(n_el * n, *Y.shape[2:]))
-        nan = torch.isnan(cos)  # (|G| N, C): NaN where both maps are zero
-        dead, total = int(nan.sum()), nan.numel()
-        per_pair = (-torch.nanmean(cos, dim=1)).reshape(n_el, n).t().detach().double().cpu().numpy()
-    meta = {"group": group.name, "reference": reference, "dead_fraction": dead / max(total, 1)}
-    return EEDResult("channelwise", per_pair, meta=meta)
+        return (*_fused.channelwise(Y, ref, action), total)
+    if _fused_cuda.supports(action, Y):
+        done = _fused_cuda.channelwise(Y, ref, action)  # None where the kernel cannot be built here
+        if done is not None:
+            return (*done, total)
+    region = action.region(Y[0])
+    # every element at once: per-pair values and conventions are per (sample, element) row, so they
+    # are those of one element at a time; the stacked targets are the size of Y (a streamed block)
+    out, targets = Y, action.act_all(ref)
+    if region is not None:
+        out, targets = out * region, targets.mul_(region)  # act_all's targets are new: masked in place
+    cos = _channel_cosines(out.reshape(n_el * n, *Y.shape[2:]), targets.reshape(n_el * n, *Y.shape[2:]))
+    nan = torch.isnan(cos)  # (|G| N, C): NaN where both maps are zero
+    per_pair = (-torch.nanmean(cos, dim=1)).reshape(n_el, n).t().detach().double()
+    return per_pair, nan.sum(), total
 
 
 def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int = 256) -> float:
@@ -310,14 +333,16 @@ def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int
         z = Z[s : s + block].double()
         return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-30) if distance == "cosine" else z
 
-    total = 0.0
+    # the tiles' sums are added on Z's device, in the same order, and read once: on a GPU a read per
+    # tile would wait for the device each time
+    total = torch.zeros((), dtype=torch.float64, device=Z.device)
     for i in range(0, n, block):
         a = rows(i)
         for j in range(0, n, block):
             b = a if j == i else rows(j)
             d = torch.cdist(a, b) if distance == "l2" else a @ b.T
-            total += float(d.sum() - (d.diagonal().sum() if j == i else 0.0))  # the pairs of distinct points only
-    return total / (n * (n - 1))
+            total = total + (d.sum() - d.diagonal().sum() if j == i else d.sum())  # the pairs of distinct points only
+    return float(total) / (n * (n - 1))
 
 
 def latent_eed(
@@ -365,9 +390,13 @@ def softmax_eed(logits: torch.Tensor, group: Group, reference: Reference = "orbi
 def prediction_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
     """DI of Moskalev et al.: KL( p(x) || p(g x) ), averaged over samples and all elements (identity included)."""
     _check_orbit(logits, group)
+    return EEDResult("DI", _on_host(_di_values(logits)), meta={"group": group.name})
+
+
+def _di_values(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, |G|)`` float64 values of DI, left on the logits' device."""
     P = _probs(logits)
-    per_pair = torch.stack([kl_divergence(P[0], P[i]) for i in range(len(group))], dim=1)
-    return EEDResult("DI", per_pair.detach().double().cpu().numpy(), meta={"group": group.name})
+    return torch.stack([kl_divergence(P[0], P[i]) for i in range(P.shape[0])], dim=1).detach().double()
 
 
 def logit_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:

@@ -20,11 +20,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from geed.actions import Action, SpatialAction
+from geed.actions import Action, SpatialAction, TrivialAction
 from geed.groups import Group, get_group
 from geed.metrics import (
     EEDResult,
+    _channelwise_values,
+    _di_values,
+    _on_host,
+    _pair_values,
+    _probs,
     channelwise_eed,
+    half_squared_l2,
+    kl_divergence,
     latent_eed,
     logit_invariance_error,
     mean_pairwise,
@@ -394,13 +401,15 @@ def evaluate(
     keys += [(f"latent_{dist}" + sfx, lat) for sfx in suffixes.values() for lat in latents for dist in ("l2", "cosine")]
     if logits:
         keys += [("softmax" + sfx, OUTPUT) for sfx in suffixes.values()] + [("DI", OUTPUT), ("LI", OUTPUT)]
-    parts = {key: _Collected(N, n_el) for key in keys}  # (metric, layer) -> its values, block by block
+    parts = {key: _Collected(N, n_el, x.device) for key in keys}  # (metric, layer) -> its values, block by block
     identity: dict[str, torch.Tensor] = {}  # f(x) of latent layers (M needs them all), allocated on the first block
     small_done = 0  # samples whose latent vectors and logits have been scored
     report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
 
-    def add(key, result: EEDResult, size: int) -> None:
-        parts[key].add(result, size)
+    def add(key, name: str, meta: dict, values, size: int, dead=None, total: int = 0) -> None:
+        parts[key].add(name, meta, values, size, dead, total)
+
+    trivial = TrivialAction(group)
 
     # the small outputs (latent vectors, logits) of several blocks are scored together: fewer,
     # larger calls of the same per-sample metrics, within a fixed number of bytes
@@ -412,15 +421,21 @@ def evaluate(
             return
         joined = {n: torch.cat(v, dim=1) if len(v) > 1 else v[0] for n, v in pending.items()}
         b = joined[OUTPUT].shape[1]
+        # the values of latent_eed (unnormalised), softmax_eed, prediction_ and logit_invariance_error,
+        # left on the device until the end
+        probs = _probs(joined[OUTPUT]) if logits else None
         for ref, sfx in suffixes.items():
+            meta = {"group": group.name, "reference": ref}
             for lat in latents:
-                for dist in ("l2", "cosine"):
-                    add((f"latent_{dist}" + sfx, lat), latent_eed(joined[lat], group, dist, normalise=False, reference=ref), b)
+                for dist, m in (("l2", "l2"), ("cosine", "cosine")):
+                    add((f"latent_{dist}" + sfx, lat), f"latent_{dist}", {**meta, "M": 1.0},
+                        _pair_values(joined[lat], trivial, m, ref), b)
             if logits:
-                add(("softmax" + sfx, OUTPUT), softmax_eed(joined[OUTPUT], group, reference=ref), b)
+                add(("softmax" + sfx, OUTPUT), "softmax", meta, _pair_values(probs, trivial, kl_divergence, ref), b)
         if logits:
-            add(("DI", OUTPUT), prediction_invariance_error(joined[OUTPUT], group), b)
-            add(("LI", OUTPUT), logit_invariance_error(joined[OUTPUT], group), b)
+            add(("DI", OUTPUT), "DI", {"group": group.name}, _di_values(joined[OUTPUT]), b)
+            add(("LI", OUTPUT), "LI", {"group": group.name, "reference": "input"},
+                _pair_values(joined[OUTPUT], trivial, half_squared_l2, "input"), b)
         for lat in latents:
             identity[lat][small_done : small_done + b] = joined[lat][0]
         small_done += b
@@ -441,7 +456,9 @@ def evaluate(
         got.clear()
         if name in actions:
             for ref, sfx in suffixes.items():
-                add(("channelwise" + sfx, name), channelwise_eed(Yb, actions[name], reference=ref), b)
+                values, dead, total = _channelwise_values(Yb, actions[name], reference=ref)
+                add(("channelwise" + sfx, name), "channelwise", {"group": group.name, "reference": ref, "dead_fraction": 0.0},
+                    values, b, dead, total)
         if name in pending:
             pending[name].append(Yb)
         if name in latents and name not in identity:
@@ -513,32 +530,42 @@ class _Collected:
     """One metric's per-(sample, element) values over a whole evaluation, written block by block into
     one array allocated before the first block. Keeping each block's small result instead would
     interleave long-lived allocations with the blocks' transient ones, and the heap, unable to give
-    back the memory between them, would grow with N. The dead-channel share is weighted by block
-    size; other metadata is that of the first block."""
+    back the memory between them, would grow with N. On a GPU the array is on the device, so that no
+    block waits for the device to copy its values back: they come to the host once, at the end.
+    The dead-channel share is the dead comparisons over all comparisons; other metadata is that of
+    the first block."""
 
-    def __init__(self, n: int, n_el: int) -> None:
-        self.values = np.empty((n, n_el), dtype=np.float64)
+    def __init__(self, n: int, n_el: int, device: torch.device | str = "cpu") -> None:
+        device = torch.device(device)
+        self.on_device = device.type != "cpu"
+        self.values = (torch.empty((n, n_el), dtype=torch.float64, device=device) if self.on_device
+                       else np.empty((n, n_el), dtype=np.float64))
         self.filled = 0
         self.name: str | None = None
-        self.normaliser = 1.0
         self.meta: dict = {}
-        self.dead = 0.0
+        self.dead: int | torch.Tensor = 0
+        self.total = 0
 
-    def add(self, result: EEDResult, size: int) -> None:
+    def add(self, name: str, meta: dict, values: np.ndarray | torch.Tensor, size: int,
+            dead: int | torch.Tensor | None = None, total: int = 0) -> None:
         if self.name is None:
-            self.name, self.normaliser, self.meta = result.name, result.normaliser, dict(result.meta)
-        self.values[self.filled : self.filled + size] = result.per_pair
+            self.name, self.meta = name, dict(meta)
+        if self.on_device:
+            self.values[self.filled : self.filled + size] = torch.as_tensor(values, device=self.values.device)
+        else:
+            self.values[self.filled : self.filled + size] = _on_host(values)
         self.filled += size
-        if "dead_fraction" in result.meta:
-            self.dead += result.meta["dead_fraction"] * size
+        if dead is not None:
+            self.dead = self.dead + dead
+            self.total += total
 
     def result(self) -> EEDResult:
         if self.filled != self.values.shape[0] or self.name is None:
             raise RuntimeError(f"{self.filled} of {self.values.shape[0]} samples were scored")  # a bug, not bad input
         meta = dict(self.meta)
         if "dead_fraction" in meta:
-            meta["dead_fraction"] = self.dead / self.filled
-        return EEDResult(self.name, self.values, normaliser=self.normaliser, meta=meta)
+            meta["dead_fraction"] = int(self.dead) / max(self.total, 1)
+        return EEDResult(self.name, _on_host(self.values), meta=meta)
 
 
 def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResult:

@@ -5,7 +5,7 @@ inputs in the same chunks, no hooks (building the orbit included); *geed* is ``g
 channelwise G-EED at every listed feature-map layer, latent (l2, cosine, cosine unnormalised),
 softmax, DI and LI. Both use the chunk that ``geed.evaluate`` chooses. Three other ways of doing the
 same job are timed beside them as reference rows: geed with its channelwise metric in tensor
-operations (the *tensor path*, where the compiled pass of ``geed._fused`` is not used), a *plain loop* (one forward pass per sample and
+operations (the *tensor path*, where the compiled pass -- ``geed._fused`` on a CPU, ``geed._fused_cuda`` on a GPU -- is not used), a *plain loop* (one forward pass per sample and
 group element, then the same metrics) and, for the C8-CNN, *e2cnn's recipe* (``check_equivariance``:
 per element, the outputs on x transformed against the outputs on g x). Rounds are interleaved in
 one process; in each round every time is divided by that round's bare time (paired), and the
@@ -185,7 +185,7 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "
         return lambda: (run(), _sync(device))
 
     runs = {"bare": bare, "geed": full}
-    if _fused_available() and device == "cpu":  # on a GPU geed takes the tensor path anyway
+    if _fused_available(device):
         runs["geed, tensor path"] = tensor_path
     if n <= PLAIN_LOOP_MAX_N and "@" not in name:
         runs["plain loop"] = synced(lambda: plain_loop(model, x, group, cw, latent))
@@ -240,10 +240,11 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
     return rows
 
 
-def _fused_available() -> bool:
-    from geed import _fused
+def _fused_available(device: str = "cpu") -> bool:
+    """Whether geed has a compiled channelwise pass on ``device`` (numba on a CPU, Triton on a GPU)."""
+    from geed import _fused, _fused_cuda
 
-    return _fused.available()
+    return _fused.available() if device == "cpu" else _fused_cuda.available()
 
 
 def _vm(key: str) -> float:
@@ -556,13 +557,15 @@ def gpu_main(args) -> None:
              + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}; times are medians over "
              f"{args.repeats} interleaved rounds, each ended when the GPU had finished; ratios are paired within rounds, as above. "
              "Both methods run in full float32 (geed measures so; see below). Digit models and ResNets as above; "
-             "`resnet50@224`: ResNet50 on 224 x 224 random images, the paper's scale. On a GPU geed takes the tensor path. "
+             "`resnet50@224`: ResNet50 on 224 x 224 random images, the paper's scale. On a GPU the channelwise metric is one Triton "
+             "kernel per feature map (`geed._fused_cuda`); *tensor path*: the same metric in tensor operations instead. "
              f"Command: `{prov['command']}`.", "",
-             "| model | group | N | chunk | bare forward passes (ms) | geed, all G-EED variants (ms) | geed / bare | plain loop / bare "
-             "| e2cnn recipe / bare |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | group | N | chunk | bare forward passes (ms) | geed, all G-EED variants (ms) | geed / bare | geed, tensor path / bare "
+             "| plain loop / bare | e2cnn recipe / bare |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['group']} | {r['n']} | {r['chunk']} | {1e3 * r['bare']['s']:.1f} | {1e3 * r['geed']['s']:.1f} | "
-              f"{_ratio(r['geed'])} | {_ratio(r.get('plain loop'))} | {_ratio(r.get('e2cnn recipe'))} |" for r in rows]
+              f"{_ratio(r['geed'])} | {_ratio(r.get('geed, tensor path'))} | {_ratio(r.get('plain loop'))} | "
+              f"{_ratio(r.get('e2cnn recipe'))} |" for r in rows]
     lines += ["", "Peak GPU memory above the memory allocated just before the run (PyTorch's allocator; the same method "
               "first ran on one block), for N of one and of four whole blocks (a block is as many samples as the chunk "
               "holds orbits, and the chunk follows the card's memory): the peak follows the block, not N. *bare*: the "

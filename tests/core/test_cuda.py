@@ -47,8 +47,39 @@ def test_the_benchmarks_gpu_rows_run(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     row = bench.time_ratio("c8cnn", "C8", 2, repeats=1, device="cuda")
-    assert row["device"] == "cuda" and "geed, tensor path" not in row and row["geed"]["s"] > 0
+    from geed import _fused_cuda
+
+    assert row["device"] == "cuda" and row["geed"]["s"] > 0
+    assert ("geed, tensor path" in row) == _fused_cuda.available()  # the tensor path is timed beside the kernel
     mem = bench.gpu_peak_memory("c8cnn", "C8", 4)
     assert mem["geed"]["above"] > 0 and mem["bare"]["above"] > 0
     agree = bench.gpu_agreement("c8cnn", "C8", 2)
     assert agree["GPU, full float32"]["mean"] < 1e-4 and agree["CPU, float64"]["max"] > 0
+
+
+@pytest.mark.parametrize("name", ["C8 masked", "D4", "C8 -> C4"])
+def test_the_triton_kernel_gives_the_tensor_paths_values_on_the_gpu(name, monkeypatch):
+    pytest.importorskip("triton")
+    import numpy as np
+
+    from geed import _fused, _fused_cuda
+    from geed.metrics import _channelwise_values, channelwise_eed
+    from tests.core.test_fused import ACTIONS, _orbit_like
+
+    action = ACTIONS[name]()
+    calls = []
+    real = _fused_cuda.channelwise
+    monkeypatch.setattr(_fused_cuda, "channelwise", lambda *a: calls.append(1) or real(*a))
+    for dtype, tol in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        Y = _orbit_like(action.group, 6, 13, dtype, seed=1).cuda()
+        assert _fused_cuda.supports(action, Y)
+        calls.clear()
+        values, dead, _ = _channelwise_values(Y, action)
+        assert calls and isinstance(values, torch.Tensor) and values.is_cuda and not _fused_cuda._BROKEN
+        kernel = channelwise_eed(Y, action)
+        monkeypatch.setattr(_fused, "enabled", False)
+        tensor = channelwise_eed(Y, action)
+        monkeypatch.setattr(_fused, "enabled", True)
+        assert np.array_equal(np.isnan(kernel.per_pair), np.isnan(tensor.per_pair))
+        np.testing.assert_allclose(kernel.per_pair, tensor.per_pair, rtol=tol, atol=tol)
+        assert kernel.meta == tensor.meta and 0 < kernel.meta["dead_fraction"] < 1

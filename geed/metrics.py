@@ -320,8 +320,8 @@ def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = 
 def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int = 256) -> float:
     """Mean l2 distance (or mean cosine *similarity*) between distinct points of ``Z`` (n, k): the M of eq. 6.
 
-    Computed in float64 over ``block`` x ``block`` tiles of pairs, so that memory beyond ``Z`` itself
-    does not grow with n."""
+    Computed in float64 over ``block`` x ``block`` tiles of pairs, so that memory beyond a float64
+    copy of ``Z`` does not grow with n."""
     Z = _flat(Z)
     n = Z.shape[0]
     if n < 2:
@@ -333,13 +333,11 @@ def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int
         z = Z[s : s + block].double()
         return z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-30) if distance == "cosine" else z
 
-    # the tiles' sums are added on Z's device, in the same order, and read once: on a GPU a read per
-    # tile would wait for the device each time
+    blocks = [rows(i) for i in range(0, n, block)]  # each block of rows prepared once (a float64 copy of Z)
+    # the tiles' sums are added on Z's device and read once: on a GPU a read per tile would wait for the device each time
     total = torch.zeros((), dtype=torch.float64, device=Z.device)
-    for i in range(0, n, block):
-        a = rows(i)
-        for j in range(0, n, block):
-            b = a if j == i else rows(j)
+    for i, a in enumerate(blocks):
+        for j, b in enumerate(blocks):
             d = torch.cdist(a, b) if distance == "l2" else a @ b.T
             total = total + (d.sum() - d.diagonal().sum() if j == i else d.sum())  # the pairs of distinct points only
     return float(total) / (n * (n - 1))

@@ -401,7 +401,12 @@ def evaluate(
     keys += [(f"latent_{dist}" + sfx, lat) for sfx in suffixes.values() for lat in latents for dist in ("l2", "cosine")]
     if logits:
         keys += [("softmax" + sfx, OUTPUT) for sfx in suffixes.values()] + [("DI", OUTPUT), ("LI", OUTPUT)]
-    parts = {key: _Collected(N, n_el, x.device) for key in keys}  # (metric, layer) -> its values, block by block
+    on_device = x.device.type != "cpu"
+    # on a GPU every metric's values and dead count live in one device array each, copied to the host once
+    store = torch.empty((len(keys), N, n_el), dtype=torch.float64, device=x.device) if on_device else None
+    dead_store = torch.zeros(len(keys), dtype=torch.int64, device=x.device) if on_device else None
+    parts = {key: _Collected(N, n_el) if store is None else _Collected(N, n_el, store[i], dead_store[i])
+             for i, key in enumerate(keys)}  # (metric, layer) -> its values, block by block
     identity: dict[str, torch.Tensor] = {}  # f(x) of latent layers (M needs them all), allocated on the first block
     small_done = 0  # samples whose latent vectors and logits have been scored
     report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
@@ -479,6 +484,9 @@ def evaluate(
             if report_progress is not None:
                 report_progress.update(start + b)
         score_small()
+    if store is not None:
+        for part, values, dead in zip(parts.values(), store.cpu().numpy(), dead_store.tolist()):
+            part.on_host(values, dead)
     ref_pts: dict[str, torch.Tensor] = dict(identity)
     if latents and reference_points is not None:
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
@@ -530,34 +538,39 @@ class _Collected:
     """One metric's per-(sample, element) values over a whole evaluation, written block by block into
     one array allocated before the first block. Keeping each block's small result instead would
     interleave long-lived allocations with the blocks' transient ones, and the heap, unable to give
-    back the memory between them, would grow with N. On a GPU the array is on the device, so that no
-    block waits for the device to copy its values back: they come to the host once, at the end.
+    back the memory between them, would grow with N. On a GPU the array (``values``) and the dead
+    count (``dead``, a 0-d int64 tensor) are slices of device arrays shared by every metric, so that
+    no block waits for the device: they come to the host once, at the end (:meth:`on_host`).
     The dead-channel share is the dead comparisons over all comparisons; other metadata is that of
     the first block."""
 
-    def __init__(self, n: int, n_el: int, device: torch.device | str = "cpu") -> None:
-        device = torch.device(device)
-        self.on_device = device.type != "cpu"
-        self.values = (torch.empty((n, n_el), dtype=torch.float64, device=device) if self.on_device
-                       else np.empty((n, n_el), dtype=np.float64))
+    def __init__(self, n: int, n_el: int, values: torch.Tensor | None = None, dead: torch.Tensor | None = None) -> None:
+        self.values: np.ndarray | torch.Tensor = np.empty((n, n_el), dtype=np.float64) if values is None else values
+        self.dead: int | torch.Tensor = 0 if dead is None else dead
         self.filled = 0
         self.name: str | None = None
         self.meta: dict = {}
-        self.dead: int | torch.Tensor = 0
         self.total = 0
 
     def add(self, name: str, meta: dict, values: np.ndarray | torch.Tensor, size: int,
             dead: int | torch.Tensor | None = None, total: int = 0) -> None:
         if self.name is None:
             self.name, self.meta = name, dict(meta)
-        if self.on_device:
+        if isinstance(self.values, torch.Tensor):
             self.values[self.filled : self.filled + size] = torch.as_tensor(values, device=self.values.device)
+            if dead is not None:
+                self.dead.add_(dead)  # type: ignore[union-attr]
         else:
             self.values[self.filled : self.filled + size] = _on_host(values)
+            if dead is not None:
+                self.dead = self.dead + int(dead)
         self.filled += size
         if dead is not None:
-            self.dead = self.dead + dead
             self.total += total
+
+    def on_host(self, values: np.ndarray, dead: int) -> None:
+        """The device's values and dead count, as copied to the host at the end of the evaluation."""
+        self.values, self.dead = values, int(dead)
 
     def result(self) -> EEDResult:
         if self.filled != self.values.shape[0] or self.name is None:

@@ -16,6 +16,7 @@ on a GPU and, through Triton's interpreter, on a CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import weakref
@@ -166,9 +167,10 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tenso
     dead = torch.empty(G * N, dtype=torch.int32, device=Y.device)
     bc, bs = _blocks(C, H * W)
     try:
-        _kernel[(G * N,)](Yc, refc, tables["idx"], tables["wts"], tables["nk"], tables["perm"], tables["elements"],
-                          tables["region"], sums, per_pair, dead, N, G, C, H * W, ZERO_TOL[Y.dtype],
-                          float(torch.finfo(Y.dtype).tiny), float("nan"), BC=bc, BS=bs, K=tables["K"], num_warps=4)
+        with torch.cuda.device(Y.device) if Y.is_cuda else contextlib.nullcontext():  # Triton launches on the current device
+            _kernel[(G * N,)](Yc, refc, tables["idx"], tables["wts"], tables["nk"], tables["perm"], tables["elements"],
+                              tables["region"], sums, per_pair, dead, N, G, C, H * W, ZERO_TOL[Y.dtype],
+                              float(torch.finfo(Y.dtype).tiny), float("nan"), BC=bc, BS=bs, K=tables["K"], num_warps=4)
     except Exception as err:  # noqa: BLE001 - a compiler or driver that cannot build the kernel: the tensor path instead
         _BROKEN.append(f"{type(err).__name__}: {err}")
         warnings.warn(f"geed: the Triton channelwise kernel could not be built here ({_BROKEN[-1][:300]}); "

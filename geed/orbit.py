@@ -401,7 +401,7 @@ def evaluate(
     keys += [(f"latent_{dist}" + sfx, lat) for sfx in suffixes.values() for lat in latents for dist in ("l2", "cosine")]
     if logits:
         keys += [("softmax" + sfx, OUTPUT) for sfx in suffixes.values()] + [("DI", OUTPUT), ("LI", OUTPUT)]
-    on_device = x.device.type != "cpu"
+    on_device = x.device.type != "cpu" if _SHARED_STORE is None else _SHARED_STORE
     # on a GPU every metric's values and dead count live in one device array each, copied to the host once
     store = torch.empty((len(keys), N, n_el), dtype=torch.float64, device=x.device) if on_device else None
     dead_store = torch.zeros(len(keys), dtype=torch.int64, device=x.device) if on_device else None
@@ -507,6 +507,7 @@ def evaluate(
     return report
 
 
+_SHARED_STORE: bool | None = None  # None: one device array for every metric's values on a GPU only (True: also on a CPU, for the tests)
 SMALL_SAMPLES = 256  # latent vectors and logits of at most this many samples are scored together ...
 SMALL_BYTES = 2**20  # ... and of at most about this many bytes
 

@@ -31,6 +31,27 @@ def test_streaming_equals_the_reference_path_on_the_digit_models(family, chunk):
     _same(geed.evaluate(model, x, g, chunk_size=chunk, **kw), evaluate_reference(model, x, g, **kw), 1e-9)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled pass", "tensor path"])
+def test_the_gpus_bookkeeping_gives_the_same_values_on_a_cpu(compiled, monkeypatch):
+    """On a GPU every metric's values and dead counts are kept in shared device arrays and read once at
+    the end; the same bookkeeping, run on a CPU, gives the reference path's values and dead shares."""
+    from geed import _fused
+    from geed.data.digits import rotated_digits
+
+    monkeypatch.setattr(orbit, "_SHARED_STORE", True)
+    monkeypatch.setattr(_fused, "enabled", compiled)
+    stores = []
+    real = orbit._Collected.on_host
+    monkeypatch.setattr(orbit._Collected, "on_host", lambda self, v, d: stores.append(d) or real(self, v, d))
+    model = create_model("c8cnn-tiny", seed=0).eval()
+    x = rotated_digits("test").subset(9, seed=1).x
+    g = geed.get_group("C8", mask=True)
+    kw = dict(channelwise=model.layer_actions(g), latent="latent", references=("orbit", "input"), dtype=torch.float64)
+    got = geed.evaluate(model, x, g, chunk_size=16, **kw)
+    assert stores and any(d > 0 for d in stores)  # the shared arrays were used, dead counts among them
+    _same(got, evaluate_reference(model, x, g, **kw), 1e-9)
+
+
 def test_streaming_equals_the_reference_path_on_resnet18_under_d4():
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)

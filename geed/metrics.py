@@ -143,8 +143,8 @@ def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     floor = (tol * scale).clamp_min(torch.finfo(dtype).tiny)
     za, zb = na <= floor, nb <= floor
     cos = dot / (na * nb).clamp_min(torch.finfo(dtype).tiny)
-    cos = torch.where(za | zb, torch.zeros_like(cos), cos)
-    return torch.where(za & zb, torch.full_like(cos, float("nan")), cos)
+    cos = torch.where(za | zb, 0.0, cos)  # scalars, not filled tensors: the same values, fewer kernels on a GPU
+    return torch.where(za & zb, float("nan"), cos)
 
 
 def neg_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ def _channel_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
     """KL(p || q) for rows of probabilities, with 0 log 0 = 0."""
     p, q = _flat(p), _flat(q)
-    terms = torch.where(p > 0, p * (torch.log(p.clamp_min(eps)) - torch.log(q.clamp_min(eps))), torch.zeros_like(p))
+    terms = torch.where(p > 0, p * (torch.log(p.clamp_min(eps)) - torch.log(q.clamp_min(eps))), 0.0)
     return terms.sum(dim=1)
 
 
@@ -394,7 +394,9 @@ def prediction_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult
 def _di_values(logits: torch.Tensor) -> torch.Tensor:
     """``(N, |G|)`` float64 values of DI, left on the logits' device."""
     P = _probs(logits)
-    return torch.stack([kl_divergence(P[0], P[i]) for i in range(P.shape[0])], dim=1).detach().double()
+    G, N = P.shape[:2]
+    first = P[0].unsqueeze(0).expand_as(P)  # p(x) beside every p(g x): one call for every element
+    return kl_divergence(first.reshape(G * N, -1), P.reshape(G * N, -1)).reshape(G, N).t().detach().double()
 
 
 def logit_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:

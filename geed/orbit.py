@@ -373,7 +373,7 @@ def evaluate(
     feature map is reduced to per-(sample, element) values as soon as the block's orbit has passed
     its layer (inside the forward pass, while it is still in the processor's caches) and is not
     kept. The latent vectors and logits of a few blocks (at most ``SMALL_SAMPLES`` samples and about
-    ``SMALL_BYTES`` bytes) are scored together. Only the untransformed latent vectors f(x) are kept
+    ``SMALL_BYTES`` bytes; on a GPU ``GPU_SMALL_SAMPLES`` and ``GPU_SMALL_BYTES``) are scored together. Only the untransformed latent vectors f(x) are kept
     (the normaliser M needs them all when no ``reference_points`` are given), so memory does not grow
     with N beyond N latent vectors, and every value is the same as :func:`evaluate_reference`'s. A
     captured module must give one output row per input in each forward pass (one used twice, one
@@ -409,6 +409,7 @@ def evaluate(
              for i, key in enumerate(keys)}  # (metric, layer) -> its values, block by block
     identity: dict[str, torch.Tensor] = {}  # f(x) of latent layers (M needs them all), allocated on the first block
     small_done = 0  # samples whose latent vectors and logits have been scored
+    small_samples, small_bytes = (GPU_SMALL_SAMPLES, GPU_SMALL_BYTES) if on_device else (SMALL_SAMPLES, SMALL_BYTES)
     report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
 
     def add(key, name: str, meta: dict, values, size: int, dead=None, total: int = 0) -> None:
@@ -479,7 +480,7 @@ def evaluate(
             pending[OUTPUT].append(logits_b)
             del outs, flat, logits_b
             held = sum(t.numel() * t.element_size() for v in pending.values() for t in v)
-            if held >= SMALL_BYTES or sum(t.shape[1] for t in pending[OUTPUT]) >= SMALL_SAMPLES:
+            if held >= small_bytes or sum(t.shape[1] for t in pending[OUTPUT]) >= small_samples:
                 score_small()
             if report_progress is not None:
                 report_progress.update(start + b)
@@ -510,6 +511,8 @@ def evaluate(
 _SHARED_STORE: bool | None = None  # None: one device array for every metric's values on a GPU only (True: also on a CPU, for the tests)
 SMALL_SAMPLES = 256  # latent vectors and logits of at most this many samples are scored together ...
 SMALL_BYTES = 2**20  # ... and of at most about this many bytes
+# on a GPU each scoring costs its kernel launches whatever its size: larger groups, and M over larger tiles
+GPU_SMALL_SAMPLES, GPU_SMALL_BYTES, GPU_M_BLOCK = 4096, 2**26, 2048
 
 
 class Progress:
@@ -584,7 +587,7 @@ class _Collected:
 
 def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResult:
     """Latent G-EED divided by M over ``points``, as :func:`geed.metrics.latent_eed` does."""
-    M = mean_pairwise(points, distance)
+    M = mean_pairwise(points, distance, block=GPU_M_BLOCK if points.device.type != "cpu" else 256)
     if M <= 0:
         raise ValueError(
             f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "

@@ -116,3 +116,16 @@ def test_an_unusable_device_is_refused_before_any_work(bench, monkeypatch, capsy
         with pytest.raises(SystemExit):
             bench.main()
         assert why in capsys.readouterr().err
+
+
+def test_the_gpu_profiles_operation_count_runs_on_a_cpu_and_puts_everything_back():
+    spec = importlib.util.spec_from_file_location("profile_gpu", ROOT / "scripts" / "profile_gpu.py")
+    profile_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_gpu)
+    from geed import _fused, _fused_cuda, orbit
+
+    before = (_fused.supports, _fused_cuda.supports, _fused_cuda.channelwise, orbit._SHARED_STORE)
+    ops = profile_gpu.count_ops(16)
+    assert ops["convolution"] > 0 and sum(ops.values()) > ops["convolution"]
+    assert not set(ops) & profile_gpu.VIEWS
+    assert (_fused.supports, _fused_cuda.supports, _fused_cuda.channelwise, orbit._SHARED_STORE) == before

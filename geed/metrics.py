@@ -289,8 +289,6 @@ def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = 
     the CPU's compiled pass, else a tensor left on ``Y``'s device), the number of (element, sample,
     channel) comparisons left out as dead (an int, or a 0-d tensor on the device), and of all of them.
     Nothing here waits for a GPU: a streamed evaluation copies the values to the host once, at its end."""
-    from geed import _fused_cuda
-
     group = action.group
     _check_orbit(Y, group)
     if Y.dim() != 5:
@@ -301,6 +299,8 @@ def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = 
     if _fused.supports(action, Y):
         # one compiled pass: each target pixel is formed from ref as it is compared (see geed._fused)
         return (*_fused.channelwise(Y, ref, action), total)
+    from geed import _fused_cuda  # imports Triton where it is installed: only when the CPU's pass is not taken
+
     if _fused_cuda.supports(action, Y):
         done = _fused_cuda.channelwise(Y, ref, action)  # None where the kernel cannot be built here
         if done is not None:

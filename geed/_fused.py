@@ -17,8 +17,9 @@ tensor path applies them, and the mean over channels taken, in the same compiled
 hold the two paths equal.
 
 Used for actions whose elements are spatial maps of a standard group, optionally with channel
-permutations (regular fields), on CPU tensors of float32 or float64; anything else (and any
-machine without numba) takes the tensor path.
+permutations (regular fields), on CPU tensors of float32 or float64; on a CUDA device the same
+tables drive a Triton kernel (:mod:`geed._fused_cuda`); anything else (and any machine without
+numba) takes the tensor path.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - numba is in the project's requirements
 
 __all__ = ["available", "channelwise", "supports"]
 
-enabled = True  # set to False to take the tensor path everywhere (the tests compare the two)
+enabled = True  # set to False to take the tensor path everywhere, on a GPU too (geed._fused_cuda); the tests compare them
 
 _TABLES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()

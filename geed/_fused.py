@@ -282,7 +282,7 @@ if numba is not None:
 
 def _plan(action, C: int, H: int, W: int) -> dict:
     """Everything the loop needs for ``action`` on (C, H, W) maps, built once: pixel maps, the
-    element each group element acts as, and the inverse channel permutations."""
+    element each group element acts as, and the channel permutations with their inverses."""
     plans = _TABLES.setdefault(action, {})
     key = ("plan", C, H, W)
     if key not in plans:
@@ -290,7 +290,7 @@ def _plan(action, C: int, H: int, W: int) -> dict:
         tables = _pixel_maps(spatial, H, W)
         perm = _channel_perms(spatial, elements, C)
         plans[key] = {**tables, "wts32": tables["wts"].astype(np.float32), "elements": np.asarray(elements, dtype=np.int64),
-                      "inv": np.ascontiguousarray(np.argsort(perm, axis=1))}  # target channel c is reference channel perm[c]
+                      "perm": perm, "inv": np.ascontiguousarray(np.argsort(perm, axis=1))}  # target channel c is reference channel perm[c]
     return plans[key]
 
 

@@ -132,10 +132,9 @@ def _tables(action, C: int, H: int, W: int, device: torch.device, dtype: torch.d
     key = (C, H, W, str(device), dtype)
     if key not in per_action:
         plan = _fused._plan(action, C, H, W)
-        perm = np.argsort(plan["inv"], axis=1)  # perm[g, c]: the reference channel that channel c of f(g x) is compared with
         to = lambda a, t: torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=t)  # noqa: E731
         per_action[key] = {"idx": to(plan["idx"], torch.int32), "wts": to(plan["wts"], dtype), "nk": to(plan["nk"], torch.int32),
-                           "perm": to(perm, torch.int32), "elements": to(plan["elements"], torch.int32),
+                           "perm": to(plan["perm"], torch.int32), "elements": to(plan["elements"], torch.int32),
                            "region": to(plan["region"], torch.float64), "K": int(plan["idx"].shape[2])}
     return per_action[key]
 

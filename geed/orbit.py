@@ -433,9 +433,9 @@ def evaluate(
         for ref, sfx in suffixes.items():
             meta = {"group": group.name, "reference": ref}
             for lat in latents:
-                for dist, m in (("l2", "l2"), ("cosine", "cosine")):
+                for dist in ("l2", "cosine"):
                     add((f"latent_{dist}" + sfx, lat), f"latent_{dist}", {**meta, "M": 1.0},
-                        _pair_values(joined[lat], trivial, m, ref), b)
+                        _pair_values(joined[lat], trivial, dist, ref), b)
             if logits:
                 add(("softmax" + sfx, OUTPUT), "softmax", meta, _pair_values(probs, trivial, kl_divergence, ref), b)
         if logits:
@@ -587,7 +587,7 @@ class _Collected:
 
 def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResult:
     """Latent G-EED divided by M over ``points``, as :func:`geed.metrics.latent_eed` does."""
-    M = mean_pairwise(points, distance, block=GPU_M_BLOCK if points.device.type != "cpu" else 256)
+    M = mean_pairwise(points, distance) if points.device.type == "cpu" else mean_pairwise(points, distance, block=GPU_M_BLOCK)
     if M <= 0:
         raise ValueError(
             f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "

@@ -64,6 +64,37 @@ def test_mixed_modes_are_restored_module_by_module_and_a_model_in_evaluation_mod
     assert calls == []  # already in evaluation mode: left alone
 
 
+class _CountsHashes(nn.Module):
+    """A module that counts how often it is hashed (e2cnn's basis expansions hash their whole bases,
+    about 2.5 ms per walk of the C8-CNN's modules)."""
+
+    hashed = 0
+
+    def __hash__(self):
+        type(self).hashed += 1
+        return id(self)
+
+    def forward(self, x):
+        return x
+
+
+def test_modules_are_found_by_identity_without_hashing_them_in_the_names_and_order_of_named_modules():
+    from geed.orbit import _named_modules, layer_names
+
+    shared = nn.ReLU()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), shared, nn.Sequential(nn.Conv2d(4, 4, 1), shared), nn.Flatten())
+    assert list(_named_modules(model).items()) == list(model.named_modules())  # a shared module under its first name
+    assert layer_names(model) == ["0", "1", "2", "2.0", "3"]
+    counted = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), _CountsHashes(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    dict(counted.named_modules())
+    assert _CountsHashes.hashed > 0  # PyTorch's own walk hashes every module
+    _CountsHashes.hashed = 0
+    x = torch.rand(3, 1, 9, 9)
+    report = geed.evaluate(counted, x, "C4", channelwise={"1": None}, latent="3")
+    assert _CountsHashes.hashed == 0  # checking, capturing and the modes walk the model by identity
+    assert report[("channelwise", "1")].value == pytest.approx(geed.evaluate(counted, x, "C4", channelwise={"0": None})[("channelwise", "0")].value)
+
+
 def test_measuring_runs_in_full_float32_and_gives_the_callers_precision_back():
     """cuDNN computes float32 convolutions in TF32 unless told otherwise, and a caller may ask for
     reduced-precision matrix products: geed measures in full float32 on every device (a GPU then

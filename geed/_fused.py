@@ -106,8 +106,30 @@ def _pixel_maps(spatial, h: int, w: int) -> dict:
             pos = np.arange(rows.size) - np.concatenate([[0], np.cumsum(counts)[:-1]])[rows]
             idx[i, rows, pos], wts[i, rows, pos] = cols, vals * r[rows]
             nk[i] = int(counts.max()) if rows.size else 0
-        per_action[(h, w)] = {"idx": idx, "wts": wts, "nk": nk, "region": r}
+        per_action[(h, w)] = {"idx": idx, "wts": wts, "nk": nk, "region": r, **_kinds(idx, wts, nk)}
     return per_action[(h, w)]
+
+
+GATHERED, IDENTITY, ONE_PIXEL = 0, 1, 2  # how the pass forms an element's targets (see _channelwise_pass)
+# below this many pixels a map's rows are too short for reading each through an index row to beat
+# building the targets along the (sample, channel) axis (5 x 5 maps: about 10% slower; 7 x 7: faster)
+ONE_PIXEL_MIN = 36
+
+
+def _kinds(idx: np.ndarray, wts: np.ndarray, nk: np.ndarray) -> dict:
+    """How the pass forms each element's targets (``kind``: the identity map, one input pixel per output
+    pixel, or interpolated), with the first column of the weights and indices as contiguous rows
+    (``w1``, ``i1``), which the first two read."""
+    S = idx.shape[1]
+    live = wts[:, :, 0] != 0
+    kind = np.full(len(nk), GATHERED, dtype=np.int64)
+    for e in range(len(nk)):
+        if nk[e] <= 1:
+            if np.array_equal(idx[e, live[e], 0], np.arange(S)[live[e]]):
+                kind[e] = IDENTITY
+            elif S >= ONE_PIXEL_MIN:
+                kind[e] = ONE_PIXEL
+    return {"kind": kind, "w1": np.ascontiguousarray(wts[:, :, 0]), "i1": np.ascontiguousarray(idx[:, :, 0])}
 
 
 _PROBE_STRIDE = 3  # lit pixels of one probe lie this far apart: no output pixel reads two of them
@@ -148,6 +170,7 @@ def _channel_perms(spatial, elements: list[int], C: int) -> np.ndarray:
     return np.stack([spatial._perms[e].numpy().astype(np.int64) for e in elements])
 
 
+
 _BLOCK = 8  # the transposes move 8 x 8 blocks in fixed-size loops: about twice as fast as 16-pixel tiles on a CPU core
 
 
@@ -185,55 +208,85 @@ def _transpose(A, B):  # pragma: no cover - compiled
             B[q, r] = A[r, q]
 
 
-def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead):  # pragma: no cover - compiled
+def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead, kind, w1, i1):  # pragma: no cover - compiled
     """Channelwise G-EED of orbit outputs ``Y`` (G, N, C, S) against ``ref`` (N, C, S), written into
     ``per_pair`` (N, G) with the number of undefined (dead) channel comparisons per element in ``dead``.
 
-    For each element g: its targets T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] are built along
-    the (sample, channel) axis p, where the reads are contiguous (the first term written, the others
-    added), turned block by block into rows of pixels, then one contiguous pass with f(g x)
-    accumulates |a|^2, |b|^2 and a . b in float64.
+    Each element's target row b = g . ref[p] of a (sample, channel) row p is formed as the sums run,
+    in one of three ways (``kind``, per element): the identity map reads ref[p] itself, weighted
+    (``w1``, the element's weights in one contiguous row); a map with one input pixel per output
+    pixel (quarter turns, flips) reads ref[p] through its index row ``i1``, a row that sits in the
+    processor's nearest cache; any other map (interpolated rotations) builds its targets
+    T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] along the (sample, channel) axis p, where the
+    reads are contiguous (the first term written, the others added), and turns them block by block
+    into rows of pixels. A weight of zero gives a target of zero whatever it would read (NaN
+    included), in all three ways. One contiguous pass with f(g x) then accumulates |a|^2, |b|^2 and
+    a . b in float64.
     The cosine conventions of ``geed.metrics._cosine`` follow on those sums: a channel below
     ``tol`` times the sample's largest norm counts as zero, one zero side gives 0, two give NaN
     (left out of the mean over channels), NaN in a sample's norms switches the tolerance off."""
     G, N, C, S = Y.shape
     P = N * C
-    refT = np.empty((S, P), dtype=ref.dtype)
-    _transpose(ref.reshape(P, S), refT)
-    T = np.empty((S, P), dtype=ref.dtype)
-    TT = np.empty((P, S), dtype=ref.dtype)
+    ref2 = ref.reshape(P, S)
+    interpolated = 0
+    for g in range(G):
+        if kind[elem[g]] == GATHERED:
+            interpolated += 1
+    rows = S if interpolated > 0 else 0  # the turned reference and targets only where an element needs them
+    refT = np.empty((rows, P), dtype=ref.dtype)
+    if rows > 0:
+        _transpose(ref2, refT)
+    T = np.empty((rows, P), dtype=ref.dtype)
+    TT = np.empty((P, rows), dtype=ref.dtype)
     sums = np.empty((3, N, C), dtype=np.float64)
     for g in range(G):
         e = elem[g]
         K = nk[e]
-        for s in numba.prange(S):
-            w = wts[e, s, 0]  # the tables have at least one column: an element with no entries has weight 0 there
-            if w != 0.0:  # the first term is written, not added: no pass to clear the row
-                src = idx[e, s, 0]
-                for p in range(P):
-                    T[s, p] = w * refT[src, p]
-            else:
-                for p in range(P):
-                    T[s, p] = 0.0
-            for k in range(1, K):
-                w = wts[e, s, k]
-                if w != 0.0:
-                    src = idx[e, s, k]
+        how = kind[e]
+        if how == GATHERED:
+            for s in numba.prange(S):
+                w = wts[e, s, 0]  # the tables have at least one column: an element with no entries has weight 0 there
+                if w != 0.0:  # the first term is written, not added: no pass to clear the row
+                    src = idx[e, s, 0]
                     for p in range(P):
-                        T[s, p] += w * refT[src, p]
-        _transpose(T, TT)
+                        T[s, p] = w * refT[src, p]
+                else:
+                    for p in range(P):
+                        T[s, p] = 0.0
+                for k in range(1, K):
+                    w = wts[e, s, k]
+                    if w != 0.0:
+                        src = idx[e, s, k]
+                        for p in range(P):
+                            T[s, p] += w * refT[src, p]
+            _transpose(T, TT)
         for p in numba.prange(P):
             n = p // C
             c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
             sa = 0.0
             sb = 0.0
             sd = 0.0
-            for s in range(S):
-                a = np.float64(Y[g, n, c, s])
-                b = np.float64(TT[p, s])
-                sa += a * a * r[s]
-                sb += b * b
-                sd += a * b
+            if how == GATHERED:
+                for s in range(S):
+                    a = np.float64(Y[g, n, c, s])
+                    b = np.float64(TT[p, s])
+                    sa += a * a * r[s]
+                    sb += b * b
+                    sd += a * b
+            elif how == IDENTITY:
+                for s in range(S):
+                    a = np.float64(Y[g, n, c, s])
+                    b = np.float64(w1[e, s] * ref2[p, s]) if w1[e, s] != 0.0 else 0.0
+                    sa += a * a * r[s]
+                    sb += b * b
+                    sd += a * b
+            else:
+                for s in range(S):
+                    a = np.float64(Y[g, n, c, s])
+                    b = np.float64(w1[e, s] * ref2[p, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
+                    sa += a * a * r[s]
+                    sb += b * b
+                    sd += a * b
             sums[0, n, c] = np.sqrt(sa)
             sums[1, n, c] = np.sqrt(sb)
             sums[2, n, c] = sd
@@ -289,7 +342,7 @@ def _plan(action, C: int, H: int, W: int) -> dict:
         spatial, elements = _target_of(action)
         tables = _pixel_maps(spatial, H, W)
         perm = _channel_perms(spatial, elements, C)
-        plans[key] = {**tables, "wts32": tables["wts"].astype(np.float32), "elements": np.asarray(elements, dtype=np.int64),
+        plans[key] = {**tables, "wts32": tables["wts"].astype(np.float32), "w132": tables["w1"].astype(np.float32), "elements": np.asarray(elements, dtype=np.int64),
                       "perm": perm, "inv": np.ascontiguousarray(np.argsort(perm, axis=1))}  # target channel c is reference channel perm[c]
     return plans[key]
 
@@ -310,7 +363,8 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[np.ndarray,
     per_pair = np.empty((N, G), dtype=np.float64)
     dead = np.zeros(G, dtype=np.int64)
     args = (Yn, refn, plan["idx"], plan["wts"] if Y.dtype == torch.float64 else plan["wts32"], plan["nk"], plan["elements"],
-            plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, dead)
+            plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, dead, plan["kind"],
+            plan["w1"] if Y.dtype == torch.float64 else plan["w132"], plan["i1"])
     torch_threads = torch.get_num_threads()
     threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
     try:

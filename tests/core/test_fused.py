@@ -58,6 +58,57 @@ def test_same_values_as_the_tensor_path(name, reference, dtype, monkeypatch):
     assert 0 < fused.meta["dead_fraction"] < 1
 
 
+def _all_gathered(monkeypatch):
+    """Every element's targets built along the (sample, channel) axis and turned, as for an interpolated rotation."""
+    kinds = _fused._kinds
+
+    def gathered(idx, wts, nk):
+        out = kinds(idx, wts, nk)
+        out["kind"] = np.full_like(out["kind"], _fused.GATHERED)
+        return out
+
+    monkeypatch.setattr(_fused, "_kinds", gathered)
+
+
+@pytest.mark.parametrize("name, size, kinds", [
+    ("C8 unmasked", 13, {"IDENTITY", "ONE_PIXEL", "GATHERED"}),
+    ("C8 unmasked", 5, {"IDENTITY", "GATHERED"}),  # rows too short to read through an index row
+    ("D4", 13, {"IDENTITY", "ONE_PIXEL"}),  # no element interpolates: nothing is turned
+    ("flip", 6, {"IDENTITY", "ONE_PIXEL"}),
+    ("C4 masked", 5, {"IDENTITY", "GATHERED"}),
+])
+def test_each_way_of_forming_the_targets_gives_the_tensor_paths_values(name, size, kinds, monkeypatch):
+    """The identity reads the reference itself, one-pixel maps (quarter turns, flips) read it through an
+    index row, interpolated ones build their targets and turn them: each holds to the tensor path, and
+    to the pass with every element built the interpolated way."""
+    action = ACTIONS[name]()
+    Y = _orbit_like(action.group, 5, size, torch.float32, seed=size)
+    names = {getattr(_fused, k): k for k in ("IDENTITY", "ONE_PIXEL", "GATHERED")}
+    assert {names[k] for k in _fused._plan(action, 5, size, size)["kind"]} == kinds
+    tensor, fused = _both(Y, action, "orbit", monkeypatch)
+    np.testing.assert_allclose(fused.per_pair, tensor.per_pair, rtol=2e-6, atol=2e-6, err_msg=name)
+    assert fused.meta == tensor.meta
+    _all_gathered(monkeypatch)
+    again = ACTIONS[name]()  # a new action: its tables are built anew
+    assert set(_fused._plan(again, 5, size, size)["kind"]) == {_fused.GATHERED}
+    np.testing.assert_array_equal(channelwise_eed(Y, again).per_pair, fused.per_pair)
+
+
+def test_a_pixel_of_weight_zero_gives_a_target_of_zero_whatever_it_holds(monkeypatch):
+    """Outside the input mask the maps weigh the reference by zero: a NaN there (a diverged model's
+    corner) leaves the targets at zero in every way of forming them, as in the interpolated way."""
+    action = ACTIONS["C8 masked"]()
+    Y = _orbit_like(action.group, 3, 13, torch.float32, seed=1)
+    ref = Y[0].clone()
+    ref[:, :, 0, 0] = float("nan")  # a corner: outside the disc
+    got, dead = _fused.channelwise(Y, ref, action)
+    assert np.isfinite(got).all()
+    _all_gathered(monkeypatch)
+    want, want_dead = _fused.channelwise(Y, ref, ACTIONS["C8 masked"]())
+    np.testing.assert_array_equal(got, want)
+    assert dead == want_dead
+
+
 @pytest.mark.parametrize("group", ["C8", "C4"])
 def test_regular_fields_of_a_steerable_model(group, monkeypatch):
     model = create_model("c8cnn-tiny", seed=0).eval()

@@ -279,8 +279,37 @@ def channelwise_eed(Y: torch.Tensor, action: Action, reference: Reference = "orb
     dtypes and devices use tensor operations. Every path gives the same values to rounding (tested),
     with the same conventions."""
     per_pair, dead, total = _channelwise_values(Y, action, reference)
-    meta = {"group": action.group.name, "reference": reference, "dead_fraction": int(dead) / max(total, 1)}
+    return _channelwise_result(per_pair, action.group, reference, dead, total)
+
+
+# Each metric's result is named and described in one place, whether its values come from one call of
+# the public function or block by block from a streamed evaluation (geed.orbit.evaluate).
+
+def _channelwise_result(per_pair: np.ndarray | torch.Tensor, group: Group, reference: Reference, dead: int | torch.Tensor,
+                        total: int) -> EEDResult:
+    meta = {"group": group.name, "reference": reference, "dead_fraction": int(dead) / max(total, 1)}
     return EEDResult("channelwise", _on_host(per_pair), meta=meta)
+
+
+def _latent_result(per_pair: np.ndarray | torch.Tensor, group: Group, distance: str, reference: Reference,
+                   M: float | None = None) -> EEDResult:
+    """Latent G-EED from its per-pair distances: divided by the normaliser ``M`` (see :func:`_normaliser`)
+    where one is given, and named ``..._normalised`` then."""
+    name = f"latent_{distance}" + ("" if M is None else "_normalised")
+    M = 1.0 if M is None else M
+    return EEDResult(name, _on_host(per_pair), normaliser=M, meta={"group": group.name, "reference": reference, "M": M})
+
+
+def _softmax_result(per_pair: np.ndarray | torch.Tensor, group: Group, reference: Reference) -> EEDResult:
+    return EEDResult("softmax", _on_host(per_pair), meta={"group": group.name, "reference": reference})
+
+
+def _di_result(per_pair: np.ndarray | torch.Tensor, group: Group) -> EEDResult:
+    return EEDResult("DI", _on_host(per_pair), meta={"group": group.name})
+
+
+def _li_result(per_pair: np.ndarray | torch.Tensor, group: Group) -> EEDResult:
+    return EEDResult("LI", _on_host(per_pair), meta={"group": group.name, "reference": "input"})
 
 
 def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = "orbit"
@@ -360,19 +389,22 @@ def latent_eed(
     """
     if distance not in ("l2", "cosine"):
         raise ValueError(f"latent distance must be 'l2' or 'cosine'; got {distance!r}")
-    res = geed(Z, TrivialAction(group), distance, reference=reference, name=f"latent_{distance}")
-    if normalise:
-        pts = Z[0] if reference_points is None else reference_points
-        M = mean_pairwise(pts, distance)
-        if M <= 0:
-            raise ValueError(
-                f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "
-                f"reference points) is {M:.3g} <= 0: the normalised metric is undefined; use normalise=False"
-            )
-        res.normaliser = M
-        res.name += "_normalised"
-    res.meta["M"] = res.normaliser
-    return res
+    per_pair = _pair_values(Z, TrivialAction(group), distance, reference)
+    M = _normaliser(Z[0] if reference_points is None else reference_points, distance) if normalise else None
+    return _latent_result(per_pair, group, distance, reference, M)
+
+
+def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int = 256) -> float:
+    """M of eq. 6 over ``points``: their mean l2 distance (``l2``) or mean cosine similarity (``cosine``),
+    by :func:`mean_pairwise`. A non-positive M would flip the order of the metric (or divide by zero)
+    and is refused."""
+    M = mean_pairwise(points, distance, block=block)
+    if M <= 0:
+        raise ValueError(
+            f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "
+            f"reference points) is {M:.3g} <= 0: the normalised metric is undefined; use normalise=False"
+        )
+    return M
 
 
 def _probs(logits: torch.Tensor) -> torch.Tensor:
@@ -382,13 +414,13 @@ def _probs(logits: torch.Tensor) -> torch.Tensor:
 def softmax_eed(logits: torch.Tensor, group: Group, reference: Reference = "orbit") -> EEDResult:
     """Softmax G-EED: KL( p(g x) || phat(x) ), phat the mean prediction over the orbit."""
     _check_orbit(logits, group)
-    return geed(_probs(logits), TrivialAction(group), kl_divergence, reference=reference, name="softmax")
+    return _softmax_result(_pair_values(_probs(logits), TrivialAction(group), kl_divergence, reference), group, reference)
 
 
 def prediction_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
     """DI of Moskalev et al.: KL( p(x) || p(g x) ), averaged over samples and all elements (identity included)."""
     _check_orbit(logits, group)
-    return EEDResult("DI", _on_host(_di_values(logits)), meta={"group": group.name})
+    return _di_result(_di_values(logits), group)
 
 
 def _di_values(logits: torch.Tensor) -> torch.Tensor:
@@ -402,4 +434,9 @@ def _di_values(logits: torch.Tensor) -> torch.Tensor:
 def logit_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
     """LI of Moskalev et al.: 1/2 ||f(x) - f(g x)||^2, averaged over samples and all elements."""
     _check_orbit(logits, group)
-    return geed(logits, TrivialAction(group), half_squared_l2, reference="input", name="LI")
+    return _li_result(_li_values(logits, group), group)
+
+
+def _li_values(logits: torch.Tensor, group: Group) -> torch.Tensor:
+    """``(N, |G|)`` float64 values of LI, left on the logits' device."""
+    return _pair_values(logits, TrivialAction(group), half_squared_l2, "input")

@@ -24,17 +24,22 @@ from geed.actions import Action, SpatialAction, TrivialAction
 from geed.groups import Group, get_group
 from geed.metrics import (
     EEDResult,
+    _channelwise_result,
     _channelwise_values,
+    _di_result,
     _di_values,
+    _latent_result,
+    _li_result,
+    _li_values,
+    _normaliser,
     _on_host,
     _pair_values,
     _probs,
+    _softmax_result,
     channelwise_eed,
-    half_squared_l2,
     kl_divergence,
     latent_eed,
     logit_invariance_error,
-    mean_pairwise,
     prediction_invariance_error,
     softmax_eed,
 )
@@ -434,8 +439,8 @@ def evaluate(
     small_samples, small_bytes = (GPU_SMALL_SAMPLES, GPU_SMALL_BYTES) if on_device else (SMALL_SAMPLES, SMALL_BYTES)
     report_progress = Progress(N, "samples", progress, every=PROGRESS_EVERY_S) if progress else None
 
-    def add(key, name: str, meta: dict, values, size: int, dead=None, total: int = 0) -> None:
-        parts[key].add(name, meta, values, size, dead, total)
+    def add(key, values, size: int, dead=None, total: int = 0) -> None:
+        parts[key].add(values, size, dead, total)
 
     trivial = TrivialAction(group)
 
@@ -453,17 +458,14 @@ def evaluate(
         # left on the device until the end
         probs = _probs(joined[OUTPUT]) if logits else None
         for ref, sfx in suffixes.items():
-            meta = {"group": group.name, "reference": ref}
             for lat in latents:
                 for dist in ("l2", "cosine"):
-                    add((f"latent_{dist}" + sfx, lat), f"latent_{dist}", {**meta, "M": 1.0},
-                        _pair_values(joined[lat], trivial, dist, ref), b)
+                    add((f"latent_{dist}" + sfx, lat), _pair_values(joined[lat], trivial, dist, ref), b)
             if logits:
-                add(("softmax" + sfx, OUTPUT), "softmax", meta, _pair_values(probs, trivial, kl_divergence, ref), b)
+                add(("softmax" + sfx, OUTPUT), _pair_values(probs, trivial, kl_divergence, ref), b)
         if logits:
-            add(("DI", OUTPUT), "DI", {"group": group.name}, _di_values(joined[OUTPUT]), b)
-            add(("LI", OUTPUT), "LI", {"group": group.name, "reference": "input"},
-                _pair_values(joined[OUTPUT], trivial, half_squared_l2, "input"), b)
+            add(("DI", OUTPUT), _di_values(joined[OUTPUT]), b)
+            add(("LI", OUTPUT), _li_values(joined[OUTPUT], group), b)
         for lat in latents:
             identity[lat][small_done : small_done + b] = joined[lat][0]
         small_done += b
@@ -485,8 +487,7 @@ def evaluate(
         if name in actions:
             for ref, sfx in suffixes.items():
                 values, dead, total = _channelwise_values(Yb, actions[name], reference=ref)
-                add(("channelwise" + sfx, name), "channelwise", {"group": group.name, "reference": ref, "dead_fraction": 0.0},
-                    values, b, dead, total)
+                add(("channelwise" + sfx, name), values, b, dead, total)
         if name in pending:
             pending[name].append(Yb)
         if name in latents and name not in identity:
@@ -513,20 +514,27 @@ def evaluate(
     ref_pts: dict[str, torch.Tensor] = dict(identity)
     if latents and reference_points is not None:
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
+    # each result named and described by geed.metrics, as its public function names it
+    values = {key: part.done() for key, part in parts.items()}
+    M = {(lat, dist): _normaliser(pts, dist) if pts.device.type == "cpu" else _normaliser(pts, dist, block=GPU_M_BLOCK)
+         for lat, pts in ref_pts.items() for dist in ("l2", "cosine")}  # the same M for either reference point
     report = Report(group.name)
-    for sfx in suffixes.values():
+    for ref, sfx in suffixes.items():
         for n in actions:
-            report.results[("channelwise" + sfx, n)] = parts[("channelwise" + sfx, n)].result()
+            part = parts[("channelwise" + sfx, n)]
+            report.results[("channelwise" + sfx, n)] = _channelwise_result(values[("channelwise" + sfx, n)], group, ref, part.dead,
+                                                                           part.total)
         for lat in latents:
-            raw = {dist: parts[(f"latent_{dist}" + sfx, lat)].result() for dist in ("l2", "cosine")}
             for dist in ("l2", "cosine"):
-                report.results[(f"latent_{dist}" + sfx, lat)] = _normalised(raw[dist], ref_pts[lat], dist)
-            report.results[("latent_cosine_unnormalised" + sfx, lat)] = raw["cosine"]
+                report.results[(f"latent_{dist}" + sfx, lat)] = _latent_result(values[(f"latent_{dist}" + sfx, lat)], group, dist, ref,
+                                                                               M[(lat, dist)])
+            report.results[("latent_cosine_unnormalised" + sfx, lat)] = _latent_result(values[("latent_cosine" + sfx, lat)], group,
+                                                                                        "cosine", ref)
         if logits:
-            report.results[("softmax" + sfx, OUTPUT)] = parts[("softmax" + sfx, OUTPUT)].result()
+            report.results[("softmax" + sfx, OUTPUT)] = _softmax_result(values[("softmax" + sfx, OUTPUT)], group, ref)
     if logits:
-        report.results[("DI", OUTPUT)] = parts[("DI", OUTPUT)].result()
-        report.results[("LI", OUTPUT)] = parts[("LI", OUTPUT)].result()
+        report.results[("DI", OUTPUT)] = _di_result(values[("DI", OUTPUT)], group)
+        report.results[("LI", OUTPUT)] = _li_result(values[("LI", OUTPUT)], group)
     return report
 
 
@@ -567,21 +575,16 @@ class _Collected:
     back the memory between them, would grow with N. On a GPU the array (``values``) and the dead
     count (``dead``, a 0-d int64 tensor) are slices of device arrays shared by every metric, so that
     no block waits for the device: they come to the host once, at the end (:meth:`on_host`).
-    The dead-channel share is the dead comparisons over all comparisons; other metadata is that of
-    the first block."""
+    Its dead count and number of comparisons (``total``) give the dead-channel share; names and other
+    metadata come from ``geed.metrics``, as for the public functions."""
 
     def __init__(self, n: int, n_el: int, values: torch.Tensor | None = None, dead: torch.Tensor | None = None) -> None:
         self.values: np.ndarray | torch.Tensor = np.empty((n, n_el), dtype=np.float64) if values is None else values
         self.dead: int | torch.Tensor = 0 if dead is None else dead
         self.filled = 0
-        self.name: str | None = None
-        self.meta: dict = {}
         self.total = 0
 
-    def add(self, name: str, meta: dict, values: np.ndarray | torch.Tensor, size: int,
-            dead: int | torch.Tensor | None = None, total: int = 0) -> None:
-        if self.name is None:
-            self.name, self.meta = name, dict(meta)
+    def add(self, values: np.ndarray | torch.Tensor, size: int, dead: int | torch.Tensor | None = None, total: int = 0) -> None:
         if isinstance(self.values, torch.Tensor):
             self.values[self.filled : self.filled + size] = torch.as_tensor(values, device=self.values.device)
             if dead is not None:
@@ -598,26 +601,11 @@ class _Collected:
         """The device's values and dead count, as copied to the host at the end of the evaluation."""
         self.values, self.dead = values, int(dead)
 
-    def result(self) -> EEDResult:
-        if self.filled != self.values.shape[0] or self.name is None:
+    def done(self) -> np.ndarray:
+        """The values of every sample, on the host (after :meth:`on_host` where they were on a device)."""
+        if self.filled != self.values.shape[0]:
             raise RuntimeError(f"{self.filled} of {self.values.shape[0]} samples were scored")  # a bug, not bad input
-        meta = dict(self.meta)
-        if "dead_fraction" in meta:
-            meta["dead_fraction"] = int(self.dead) / max(self.total, 1)
-        return EEDResult(self.name, _on_host(self.values), meta=meta)
-
-
-def _normalised(raw: EEDResult, points: torch.Tensor, distance: str) -> EEDResult:
-    """Latent G-EED divided by M over ``points``, as :func:`geed.metrics.latent_eed` does."""
-    M = mean_pairwise(points, distance) if points.device.type == "cpu" else mean_pairwise(points, distance, block=GPU_M_BLOCK)
-    if M <= 0:
-        raise ValueError(
-            f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "
-            f"reference points) is {M:.3g} <= 0: the normalised metric is undefined; use normalise=False"
-        )
-    meta = dict(raw.meta)
-    meta["M"] = M
-    return EEDResult(raw.name + "_normalised", raw.per_pair, normaliser=M, meta=meta)
+        return _on_host(self.values)
 
 
 def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise: Mapping[str, Action] | None,

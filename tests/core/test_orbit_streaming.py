@@ -18,6 +18,10 @@ def _same(a, b, tol):
             assert np.allclose(x, y, atol=tol, rtol=tol, equal_nan=True), (col, x, y)
     for key, r in a.results.items():
         assert np.allclose(r.per_pair, b.results[key].per_pair, atol=tol, rtol=tol, equal_nan=True), key
+        other = b.results[key]
+        assert r.name == other.name and r.meta.keys() == other.meta.keys(), (key, r.name, other.name, r.meta, other.meta)
+        for field, value in r.meta.items():  # names and descriptions as the public functions give them
+            assert value == other.meta[field] if isinstance(value, str) else np.isclose(value, other.meta[field], rtol=tol, atol=tol), (key, field)
 
 
 @pytest.mark.parametrize("family, chunk", [("cnn-tiny", 1), ("cnn-tiny", 20), ("c8cnn-tiny", 12), ("c8cnn-tiny", None)])

@@ -516,8 +516,8 @@ def evaluate(
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     # each result named and described by geed.metrics, as its public function names it
     values = {key: part.done() for key, part in parts.items()}
-    M = {(lat, dist): _normaliser(pts, dist) if pts.device.type == "cpu" else _normaliser(pts, dist, block=GPU_M_BLOCK)
-         for lat, pts in ref_pts.items() for dist in ("l2", "cosine")}  # the same M for either reference point
+    M = {(lat, dist): _normaliser(ref_pts[lat], dist) if ref_pts[lat].device.type == "cpu" else _normaliser(ref_pts[lat], dist, block=GPU_M_BLOCK)
+         for lat in latents for dist in ("l2", "cosine")}  # the same M for either reference point; the logits have none
     report = Report(group.name)
     for ref, sfx in suffixes.items():
         for n in actions:

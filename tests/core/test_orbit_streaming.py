@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import geed
 from geed import orbit
@@ -199,3 +200,23 @@ def test_nothing_allocated_for_one_block_outlives_it_but_the_values_kept(monkeyp
         tracemalloc.stop()
     assert len(alive) == 12  # one block per sample
     assert alive == [alive[0]] * 12, alive  # before: 66, 77, 83, ... 162
+
+
+class _Signed(nn.Module):
+    def forward(self, z):
+        return torch.cat([z, -z], dim=1)
+
+
+def test_reference_points_normalise_the_latent_layers_only():
+    """M is taken over the reference points' latent vectors; their logits are not normalised, so
+    logits whose mean cosine similarity is negative (outputs of either sign) are no obstacle."""
+    model = nn.Sequential(nn.Flatten(), nn.Identity(), nn.Linear(81, 1), _Signed()).eval()
+    with torch.no_grad():
+        model[2].weight.fill_(1 / 81)
+        model[2].bias.fill_(-0.5)
+    x, x_ref = torch.rand(6, 1, 9, 9, generator=torch.Generator().manual_seed(0)), torch.rand(20, 1, 9, 9, generator=torch.Generator().manual_seed(1))
+    logits = model(x_ref)
+    assert (logits[:, 0] > 0).any() and (logits[:, 0] < 0).any()  # the logits' own cosine M would be negative
+    kw = dict(latent="1", reference_points=x_ref, references=("orbit", "input"))
+    got = geed.evaluate(model, x, "C4", chunk_size=8, **kw)
+    _same(got, evaluate_reference(model, x, "C4", **kw), 1e-6)

@@ -11,7 +11,9 @@ permutations for quarter turns and flips; the group's input mask and the compari
 into the weights; read off the group's own action on probe images and checked against it) and a
 permutation of its channels. One compiled loop then reads each value of
 ``f(g x)`` once, forms the target pixel from ``fhat(x)`` as it goes, and accumulates the three
-sums ``|a|^2``, ``|b|^2`` and ``a . b`` of every (element, sample, channel) in float64. The
+sums ``|a|^2``, ``|b|^2`` and ``a . b`` of every (element, sample, channel) in float64 (the
+identity and one-pixel maps read the reference's rows directly; interpolated rotations build their
+targets where the reads are contiguous and turn them: see ``_channelwise_pass``). The
 cosine conventions (dead channels, the zero tolerance) are then applied to those sums as the
 tensor path applies them, and the mean over channels taken, in the same compiled call; the tests
 hold the two paths equal.

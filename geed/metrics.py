@@ -394,11 +394,11 @@ def latent_eed(
     return _latent_result(per_pair, group, distance, reference, M)
 
 
-def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int = 256) -> float:
+def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int | None = None) -> float:
     """M of eq. 6 over ``points``: their mean l2 distance (``l2``) or mean cosine similarity (``cosine``),
-    by :func:`mean_pairwise`. A non-positive M would flip the order of the metric (or divide by zero)
-    and is refused."""
-    M = mean_pairwise(points, distance, block=block)
+    by :func:`mean_pairwise` (over its own tiles unless ``block`` is given). A non-positive M would flip
+    the order of the metric (or divide by zero) and is refused."""
+    M = mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block)
     if M <= 0:
         raise ValueError(
             f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "

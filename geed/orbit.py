@@ -516,7 +516,7 @@ def evaluate(
         ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     # each result named and described by geed.metrics, as its public function names it
     values = {key: part.done() for key, part in parts.items()}
-    M = {(lat, dist): _normaliser(ref_pts[lat], dist) if ref_pts[lat].device.type == "cpu" else _normaliser(ref_pts[lat], dist, block=GPU_M_BLOCK)
+    M = {(lat, dist): _normaliser(ref_pts[lat], dist, block=None if ref_pts[lat].device.type == "cpu" else GPU_M_BLOCK)
          for lat in latents for dist in ("l2", "cosine")}  # the same M for either reference point; the logits have none
     report = Report(group.name)
     for ref, sfx in suffixes.items():

@@ -116,6 +116,7 @@ GATHERED, IDENTITY, ONE_PIXEL = 0, 1, 2  # how the pass forms an element's targe
 # below this many pixels a map's rows are too short for reading each through an index row to beat
 # building the targets along the (sample, channel) axis (5 x 5 maps: about 10% slower; 7 x 7: faster)
 ONE_PIXEL_MIN = 36
+direct_reads = True  # set to False to build and turn every element's targets, as an interpolated rotation's (the tests compare them)
 
 
 def _kinds(idx: np.ndarray, wts: np.ndarray, nk: np.ndarray) -> dict:
@@ -126,7 +127,7 @@ def _kinds(idx: np.ndarray, wts: np.ndarray, nk: np.ndarray) -> dict:
     live = wts[:, :, 0] != 0
     kind = np.full(len(nk), GATHERED, dtype=np.int64)
     for e in range(len(nk)):
-        if nk[e] <= 1:
+        if direct_reads and nk[e] <= 1:
             if np.array_equal(idx[e, live[e], 0], np.arange(S)[live[e]]):
                 kind[e] = IDENTITY
             elif S >= ONE_PIXEL_MIN:
@@ -170,7 +171,6 @@ def _channel_perms(spatial, elements: list[int], C: int) -> np.ndarray:
     if spatial.channel_maps is None:
         return np.tile(np.arange(C, dtype=np.int64), (len(elements), 1))
     return np.stack([spatial._perms[e].numpy().astype(np.int64) for e in elements])
-
 
 
 _BLOCK = 8  # the transposes move 8 x 8 blocks in fixed-size loops: about twice as fast as 16-pixel tiles on a CPU core
@@ -268,6 +268,8 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
             sa = 0.0
             sb = 0.0
             sd = 0.0
+            # one loop per way, each with a branch-free body that vectorises (the identity's contiguous
+            # reads are faster than the same reads through an index row)
             if how == GATHERED:
                 for s in range(S):
                     a = np.float64(Y[g, n, c, s])

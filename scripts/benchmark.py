@@ -258,13 +258,6 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
     from geed import _fused
     from geed.actions import SpatialAction
 
-    kinds = _fused._kinds
-
-    def built(idx, wts, nk):  # every element the interpolated way
-        out = kinds(idx, wts, nk)
-        out["kind"] = np.full_like(out["kind"], _fused.GATHERED)
-        return out
-
     rows = []
     for group_name, side, channels in PASS_JOBS:
         group = geed.get_group(group_name)
@@ -272,7 +265,7 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
         n = max(1, samples // len(group))
         Y, ref = torch.rand(len(group), n, channels, side, side, generator=gen), torch.rand(n, channels, side, side, generator=gen)
         ways = {"as formed": SpatialAction(group)}
-        with mock.patch.object(_fused, "_kinds", built):
+        with mock.patch.object(_fused, "direct_reads", False):  # every element the interpolated way
             ways["all built and turned"] = SpatialAction(group)
             _fused._plan(ways["all built and turned"], channels, side, side)  # its tables, built now
         values = {label: _fused.channelwise(Y, ref, action) for label, action in ways.items()}

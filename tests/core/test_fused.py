@@ -58,18 +58,6 @@ def test_same_values_as_the_tensor_path(name, reference, dtype, monkeypatch):
     assert 0 < fused.meta["dead_fraction"] < 1
 
 
-def _all_gathered(monkeypatch):
-    """Every element's targets built along the (sample, channel) axis and turned, as for an interpolated rotation."""
-    kinds = _fused._kinds
-
-    def gathered(idx, wts, nk):
-        out = kinds(idx, wts, nk)
-        out["kind"] = np.full_like(out["kind"], _fused.GATHERED)
-        return out
-
-    monkeypatch.setattr(_fused, "_kinds", gathered)
-
-
 @pytest.mark.parametrize("name, size, kinds", [
     ("C8 unmasked", 13, {"IDENTITY", "ONE_PIXEL", "GATHERED"}),
     ("C8 unmasked", 5, {"IDENTITY", "GATHERED"}),  # rows too short to read through an index row
@@ -88,7 +76,7 @@ def test_each_way_of_forming_the_targets_gives_the_tensor_paths_values(name, siz
     tensor, fused = _both(Y, action, "orbit", monkeypatch)
     np.testing.assert_allclose(fused.per_pair, tensor.per_pair, rtol=2e-6, atol=2e-6, err_msg=name)
     assert fused.meta == tensor.meta
-    _all_gathered(monkeypatch)
+    monkeypatch.setattr(_fused, "direct_reads", False)
     again = ACTIONS[name]()  # a new action: its tables are built anew
     assert set(_fused._plan(again, 5, size, size)["kind"]) == {_fused.GATHERED}
     np.testing.assert_array_equal(channelwise_eed(Y, again).per_pair, fused.per_pair)
@@ -103,7 +91,7 @@ def test_a_pixel_of_weight_zero_gives_a_target_of_zero_whatever_it_holds(monkeyp
     ref[:, :, 0, 0] = float("nan")  # a corner: outside the disc
     got, dead = _fused.channelwise(Y, ref, action)
     assert np.isfinite(got).all()
-    _all_gathered(monkeypatch)
+    monkeypatch.setattr(_fused, "direct_reads", False)
     want, want_dead = _fused.channelwise(Y, ref, ACTIONS["C8 masked"]())
     np.testing.assert_array_equal(got, want)
     assert dead == want_dead

@@ -13,7 +13,9 @@ permutation of its channels. One compiled loop then reads each value of
 ``f(g x)`` once, forms the target pixel from ``fhat(x)`` as it goes, and accumulates the three
 sums ``|a|^2``, ``|b|^2`` and ``a . b`` of every (element, sample, channel) in float64 (the
 identity and one-pixel maps read the reference's rows directly; interpolated rotations build their
-targets where the reads are contiguous and turn them: see ``_channelwise_pass``). The
+targets where the reads are contiguous and turn them, and one that is a one-pixel map after another,
+as 135 degrees is a quarter turn after 45, reads the other's turned targets through an index row:
+see ``_kinds`` and ``_channelwise_pass``). The
 cosine conventions (dead channels, the zero tolerance) are then applied to those sums as the
 tensor path applies them, and the mean over channels taken, in the same compiled call; the tests
 hold the two paths equal.
@@ -112,27 +114,56 @@ def _pixel_maps(spatial, h: int, w: int) -> dict:
     return per_action[(h, w)]
 
 
-GATHERED, IDENTITY, ONE_PIXEL = 0, 1, 2  # how the pass forms an element's targets (see _channelwise_pass)
+GATHERED, IDENTITY, ONE_PIXEL, DERIVED = 0, 1, 2, 3  # how the pass forms an element's targets (see _channelwise_pass)
 # below this many pixels a map's rows are too short for reading each through an index row to beat
 # building the targets along the (sample, channel) axis (5 x 5 maps: about 10% slower; 7 x 7: faster)
 ONE_PIXEL_MIN = 36
 direct_reads = True  # set to False to build and turn every element's targets, as an interpolated rotation's (the tests compare them)
+# an interpolated map counts as a one-pixel map after another element's map when their weights agree to
+# this (they are at most 1; the compositions of the standard groups' rotations agree to about 1e-14)
+COMPOSE_TOL = 1e-12
+
+
+def _sparse(idx: np.ndarray, wts: np.ndarray, e: int):
+    import scipy.sparse
+
+    S, K = idx.shape[1:]
+    return scipy.sparse.csr_matrix((wts[e].ravel(), (np.repeat(np.arange(S), K), idx[e].ravel())), shape=(S, S))
 
 
 def _kinds(idx: np.ndarray, wts: np.ndarray, nk: np.ndarray) -> dict:
-    """How the pass forms each element's targets (``kind``: the identity map, one input pixel per output
-    pixel, or interpolated), with the first column of the weights and indices as contiguous rows
-    (``w1``, ``i1``), which the first two read."""
+    """How the pass forms each element's targets (``kind``): the identity map, one input pixel per
+    output pixel, interpolated (built and turned), or *derived*: an interpolated map that is a one-pixel
+    map after another interpolated element's map (a rotation by 135 degrees is a quarter turn after one
+    by 45 degrees), whose targets it then reads through that one-pixel map's index row (``base``: the
+    element whose targets it reads; -1 for the others). ``w1`` and ``i1`` hold the contiguous rows of
+    weights and indices that the identity, one-pixel and derived elements read through: each one's
+    own first column, and for a derived element the one-pixel map's."""
     S = idx.shape[1]
     live = wts[:, :, 0] != 0
     kind = np.full(len(nk), GATHERED, dtype=np.int64)
-    for e in range(len(nk)):
-        if direct_reads and nk[e] <= 1:
-            if np.array_equal(idx[e, live[e], 0], np.arange(S)[live[e]]):
-                kind[e] = IDENTITY
-            elif S >= ONE_PIXEL_MIN:
-                kind[e] = ONE_PIXEL
-    return {"kind": kind, "w1": np.ascontiguousarray(wts[:, :, 0]), "i1": np.ascontiguousarray(idx[:, :, 0])}
+    base = np.full(len(nk), -1, dtype=np.int64)
+    w1, i1 = np.ascontiguousarray(wts[:, :, 0]), np.ascontiguousarray(idx[:, :, 0])
+    if direct_reads:
+        for e in range(len(nk)):
+            if nk[e] <= 1:
+                if np.array_equal(idx[e, live[e], 0], np.arange(S)[live[e]]):
+                    kind[e] = IDENTITY
+                elif S >= ONE_PIXEL_MIN:
+                    kind[e] = ONE_PIXEL
+        maps = {e: _sparse(idx, wts, e) for e in range(len(nk))}
+        one_pixel = [h for h in range(len(nk)) if nk[h] <= 1]
+        built: list[int] = []  # interpolated elements built and turned, in order
+        for e in range(len(nk)):
+            if nk[e] <= 1:
+                continue
+            found = next(((b, h) for b in built for h in one_pixel if abs(maps[h] @ maps[b] - maps[e]).max() <= COMPOSE_TOL), None)
+            if found is None:
+                built.append(e)
+            else:
+                kind[e], base[e] = DERIVED, found[0]
+                w1[e], i1[e] = wts[found[1], :, 0], idx[found[1], :, 0]
+    return {"kind": kind, "base": base, "w1": w1, "i1": i1}
 
 
 _PROBE_STRIDE = 3  # lit pixels of one probe lie this far apart: no output pixel reads two of them
@@ -210,58 +241,80 @@ def _transpose(A, B):  # pragma: no cover - compiled
             B[q, r] = A[r, q]
 
 
-def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead, kind, w1, i1):  # pragma: no cover - compiled
+def _build(refT, idx, wts, K, e, T):  # pragma: no cover - compiled
+    """T[s, p] = sum_k wts[e, s, k] refT[idx[e, s, k], p]: element ``e``'s targets along the (sample,
+    channel) axis p, where the reads are contiguous (the first term written, the others added; a weight
+    of zero reads nothing)."""
+    S, P = T.shape
+    for s in numba.prange(S):
+        w = wts[e, s, 0]  # the tables have at least one column: an element with no entries has weight 0 there
+        if w != 0.0:  # the first term is written, not added: no pass to clear the row
+            src = idx[e, s, 0]
+            for p in range(P):
+                T[s, p] = w * refT[src, p]
+        else:
+            for p in range(P):
+                T[s, p] = 0.0
+        for k in range(1, K):
+            w = wts[e, s, k]
+            if w != 0.0:
+                src = idx[e, s, k]
+                for p in range(P):
+                    T[s, p] += w * refT[src, p]
+
+
+def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead, kind, base, w1, i1):  # pragma: no cover - compiled
     """Channelwise G-EED of orbit outputs ``Y`` (G, N, C, S) against ``ref`` (N, C, S), written into
     ``per_pair`` (N, G) with the number of undefined (dead) channel comparisons per element in ``dead``.
 
     Each element's target row b = g . ref[p] of a (sample, channel) row p is formed as the sums run,
-    in one of three ways (``kind``, per element): the identity map reads ref[p] itself, weighted
+    in one of four ways (``kind``, per element): the identity map reads ref[p] itself, weighted
     (``w1``, the element's weights in one contiguous row); a map with one input pixel per output
     pixel (quarter turns, flips) reads ref[p] through its index row ``i1``, a row that sits in the
-    processor's nearest cache; any other map (interpolated rotations) builds its targets
-    T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] along the (sample, channel) axis p, where the
-    reads are contiguous (the first term written, the others added), and turns them block by block
-    into rows of pixels. A weight of zero gives a target of zero whatever it would read (NaN
-    included), in all three ways. One contiguous pass with f(g x) then accumulates |a|^2, |b|^2 and
-    a . b in float64.
+    processor's nearest cache; an interpolated map (a rotation by 45 degrees) has its targets built
+    first, as T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] along the (sample, channel) axis p, where the
+    reads are contiguous (the first term written, the others added), and turned block by block into
+    rows of pixels; an interpolated map that is a one-pixel map after one of those (``base``) reads the
+    base's turned targets through that one-pixel map's row (``w1``, ``i1``). A weight of zero gives a
+    target of zero whatever it would read (NaN included), in every way. One contiguous pass with
+    f(g x) then accumulates |a|^2, |b|^2 and a . b in float64.
     The cosine conventions of ``geed.metrics._cosine`` follow on those sums: a channel below
     ``tol`` times the sample's largest norm counts as zero, one zero side gives 0, two give NaN
     (left out of the mean over channels), NaN in a sample's norms switches the tolerance off."""
     G, N, C, S = Y.shape
     P = N * C
     ref2 = ref.reshape(P, S)
+    # turned targets are kept for the elements that derived ones read (built on first use); any other
+    # interpolated element builds its own into one shared slot just before it is read
+    keep = np.zeros(kind.shape[0], dtype=np.bool_)
+    built = np.zeros(kind.shape[0], dtype=np.bool_)
     interpolated = 0
     for g in range(G):
-        if kind[elem[g]] == GATHERED:
+        e = elem[g]
+        if kind[e] == DERIVED:
+            keep[base[e]] = True
+        if kind[e] == GATHERED or kind[e] == DERIVED:
             interpolated += 1
+    slot = np.cumsum(keep) - 1  # the kept elements' slots; the shared one is the last
+    slots = keep.sum() + 1 if interpolated > 0 else 0
     rows = S if interpolated > 0 else 0  # the turned reference and targets only where an element needs them
     refT = np.empty((rows, P), dtype=ref.dtype)
     if rows > 0:
         _transpose(ref2, refT)
     T = np.empty((rows, P), dtype=ref.dtype)
-    TT = np.empty((P, rows), dtype=ref.dtype)
+    TT = np.empty((slots, P, S), dtype=ref.dtype)
     sums = np.empty((3, N, C), dtype=np.float64)
     for g in range(G):
         e = elem[g]
-        K = nk[e]
         how = kind[e]
-        if how == GATHERED:
-            for s in numba.prange(S):
-                w = wts[e, s, 0]  # the tables have at least one column: an element with no entries has weight 0 there
-                if w != 0.0:  # the first term is written, not added: no pass to clear the row
-                    src = idx[e, s, 0]
-                    for p in range(P):
-                        T[s, p] = w * refT[src, p]
-                else:
-                    for p in range(P):
-                        T[s, p] = 0.0
-                for k in range(1, K):
-                    w = wts[e, s, k]
-                    if w != 0.0:
-                        src = idx[e, s, k]
-                        for p in range(P):
-                            T[s, p] += w * refT[src, p]
-            _transpose(T, TT)
+        t = 0
+        if how == GATHERED or how == DERIVED:
+            owner = e if how == GATHERED else base[e]  # the element whose turned targets are read
+            t = slot[owner] if keep[owner] else slots - 1
+            if not built[owner]:
+                _build(refT, idx, wts, nk[owner], owner, T)
+                _transpose(T, TT[t])
+                built[owner] = keep[owner]
         for p in numba.prange(P):
             n = p // C
             c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
@@ -273,7 +326,14 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
             if how == GATHERED:
                 for s in range(S):
                     a = np.float64(Y[g, n, c, s])
-                    b = np.float64(TT[p, s])
+                    b = np.float64(TT[t, p, s])
+                    sa += a * a * r[s]
+                    sb += b * b
+                    sd += a * b
+            elif how == DERIVED:
+                for s in range(S):
+                    a = np.float64(Y[g, n, c, s])
+                    b = np.float64(w1[e, s] * TT[t, p, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
                     sa += a * a * r[s]
                     sb += b * b
                     sd += a * b
@@ -334,6 +394,7 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
 if numba is not None:
     # inlined into the pass, so that the parallel build runs its bands of rows in parallel and the serial one does not
     _transpose = numba.njit(inline="always", fastmath=_FASTMATH, nogil=True)(_transpose)
+    _build = numba.njit(inline="always", fastmath=_FASTMATH, nogil=True)(_build)
     _PASSES = {True: _compiled(_channelwise_pass, parallel=True), False: _compiled(_channelwise_pass, parallel=False)}
 
 
@@ -368,7 +429,7 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[np.ndarray,
     dead = np.zeros(G, dtype=np.int64)
     args = (Yn, refn, plan["idx"], plan["wts"] if Y.dtype == torch.float64 else plan["wts32"], plan["nk"], plan["elements"],
             plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, dead, plan["kind"],
-            plan["w1"] if Y.dtype == torch.float64 else plan["w132"], plan["i1"])
+            plan["base"], plan["w1"] if Y.dtype == torch.float64 else plan["w132"], plan["i1"])
     torch_threads = torch.get_num_threads()
     threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
     try:

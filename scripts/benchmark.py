@@ -24,7 +24,7 @@ process, so each is run in ``--memory-repeats`` subprocesses, interleaved, and t
 
     python scripts/benchmark.py [--repeats 7] [--memory-repeats 3] [--threads 1] [--quick] [--no-readme]
     python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
-    python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, both ways of forming targets
+    python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, three ways of forming targets
 
 The result is written between the benchmark markers of README.md.
 """
@@ -248,8 +248,10 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
     """The CPU's compiled channelwise pass alone (``geed._fused.channelwise``), on random maps of ``samples``
     orbit inputs (|G| x N = 64: a block of the default chunk), in milliseconds: as it forms each element's
     targets (the identity from the reference itself, one-pixel maps through an index row, interpolated
-    rotations built along the (sample, channel) axis and turned) against every element built and turned.
-    Medians over interleaved rounds; the values of the two are checked equal first."""
+    rotations built along the (sample, channel) axis and turned, those that are a one-pixel map after
+    another read from its turned targets through an index row) against no interpolated map derived from
+    another, and against every element built and turned. Medians over interleaved rounds; the values of
+    the three are checked equal first."""
     from unittest import mock
 
     import numpy as np
@@ -265,20 +267,24 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
         n = max(1, samples // len(group))
         Y, ref = torch.rand(len(group), n, channels, side, side, generator=gen), torch.rand(n, channels, side, side, generator=gen)
         ways = {"as formed": SpatialAction(group)}
-        with mock.patch.object(_fused, "direct_reads", False):  # every element the interpolated way
-            ways["all built and turned"] = SpatialAction(group)
-            _fused._plan(ways["all built and turned"], channels, side, side)  # its tables, built now
+        for label, switch, value in [("none derived", "COMPOSE_TOL", -1.0),  # no map counts as derived from another
+                                     ("all built and turned", "direct_reads", False)]:  # every element the interpolated way
+            with mock.patch.object(_fused, switch, value):
+                ways[label] = SpatialAction(group)
+                _fused._plan(ways[label], channels, side, side)  # its tables, built now
         values = {label: _fused.channelwise(Y, ref, action) for label, action in ways.items()}
-        first, second = values.values()
-        if not (np.array_equal(first[0], second[0], equal_nan=True) and first[1] == second[1]):
-            raise SystemExit(f"{group_name} {side} x {side}: the two ways of forming the targets disagree")
+        first = values["as formed"]
+        for label, other in values.items():
+            if not (np.array_equal(first[0], other[0], equal_nan=True) and first[1] == other[1]):
+                raise SystemExit(f"{group_name} {side} x {side}: the pass as formed and {label!r} disagree")
         times: dict[str, list[float]] = {label: [] for label in ways}
         for _ in range(rounds):
             for label, action in ways.items():
                 start = time.perf_counter()
                 _fused.channelwise(Y, ref, action)
                 times[label].append(time.perf_counter() - start)
-        kind_names = {_fused.IDENTITY: "identity", _fused.ONE_PIXEL: "one pixel", _fused.GATHERED: "interpolated"}
+        kind_names = {_fused.IDENTITY: "identity", _fused.ONE_PIXEL: "one pixel", _fused.GATHERED: "interpolated",
+                      _fused.DERIVED: "derived"}
         plan = _fused._plan(ways["as formed"], channels, side, side)
         rows.append({"group": group_name, "maps": f"{n} x {channels} x {side} x {side}",
                      "elements": ", ".join(kind_names[int(k)] for k in plan["kind"][plan["elements"]]),
@@ -471,7 +477,8 @@ def main() -> None:
     ap.add_argument("--breakdown", metavar="MODEL", help="profile where geed's time goes beside the bare passes for one model "
                     "(C8, N = 256; cnn, c8cnn, resnet18, ...), print it and stop")
     ap.add_argument("--pass-only", action="store_true", help="time the CPU's compiled channelwise pass alone, as it forms each "
-                    "element's targets against every element built and turned (printed, not written to the README)")
+                    "element's targets against none derived from another and every element built and turned (printed, not "
+                    "written to the README)")
     ap.add_argument("--memory-repeats", type=int, default=3, help="subprocesses per memory configuration and method (default 3)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device (cuda, cuda:1): on a GPU, absolute times, "
                     "the allocator's peak memory and the values' agreement with the CPU, written to the README's GPU block")
@@ -502,7 +509,7 @@ def main() -> None:
     if args.pass_only:
         for r in pass_timings():
             print(f"{r['group']} on {r['maps']} maps ({r['elements']}): the pass {r['as formed']:.2f} ms; "
-                  f"every element built and turned {r['all built and turned']:.2f} ms", flush=True)
+                  f"none derived {r['none derived']:.2f} ms; every element built and turned {r['all built and turned']:.2f} ms", flush=True)
         return
     if args.device != "cpu":
         gpu_main(args)

@@ -42,13 +42,21 @@ ACTIONS = {
     "flip": lambda: SpatialAction(geed.get_group("flip")),
     "C8 -> C4": lambda: InducedAction.by_angle(geed.get_group("C8", mask=True), SpatialAction(geed.get_group("C4", mask=True))),
 }
+# ways of forming targets that only the CPU's pass has (the GPU kernel reads every map's taps itself)
+ACTIONS_CPU = {
+    **ACTIONS,
+    # k -> 3k: the first element run acts as 135 degrees, a map derived from 45 degrees, which comes later
+    "C8 by k -> 3k": lambda: InducedAction(geed.get_group("C8", mask=True), SpatialAction(geed.get_group("C8", mask=True)),
+                                           [3 * k % 8 for k in range(8)]),
+    "C16": lambda: SpatialAction(geed.get_group("C16")),
+}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("reference", ["orbit", "input"])
-@pytest.mark.parametrize("name", list(ACTIONS))
+@pytest.mark.parametrize("name", list(ACTIONS_CPU))
 def test_same_values_as_the_tensor_path(name, reference, dtype, monkeypatch):
-    action = ACTIONS[name]()
+    action = ACTIONS_CPU[name]()
     Y = _orbit_like(action.group, 5, 13, dtype, seed=len(name))
     tensor, fused = _both(Y, action, reference, monkeypatch)
     tol = 1e-12 if dtype == torch.float64 else 2e-6
@@ -59,27 +67,49 @@ def test_same_values_as_the_tensor_path(name, reference, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("name, size, kinds", [
-    ("C8 unmasked", 13, {"IDENTITY", "ONE_PIXEL", "GATHERED"}),
-    ("C8 unmasked", 5, {"IDENTITY", "GATHERED"}),  # rows too short to read through an index row
+    ("C8 unmasked", 13, {"IDENTITY", "ONE_PIXEL", "GATHERED", "DERIVED"}),  # 135 degrees: a quarter turn after 45
+    ("C8 unmasked", 5, {"IDENTITY", "GATHERED", "DERIVED"}),  # rows too short to read the reference through an index row
     ("D4", 13, {"IDENTITY", "ONE_PIXEL"}),  # no element interpolates: nothing is turned
     ("flip", 6, {"IDENTITY", "ONE_PIXEL"}),
     ("C4 masked", 5, {"IDENTITY", "GATHERED"}),
+    ("C16", 16, {"IDENTITY", "ONE_PIXEL", "GATHERED", "DERIVED"}),  # three rotations built, twelve derived
 ])
 def test_each_way_of_forming_the_targets_gives_the_tensor_paths_values(name, size, kinds, monkeypatch):
     """The identity reads the reference itself, one-pixel maps (quarter turns, flips) read it through an
-    index row, interpolated ones build their targets and turn them: each holds to the tensor path, and
-    to the pass with every element built the interpolated way."""
-    action = ACTIONS[name]()
+    index row, interpolated ones build their targets and turn them, and those that are a one-pixel map
+    after another read its turned targets through an index row: each holds to the tensor path, and to
+    the pass with every element built the interpolated way."""
+    action = ACTIONS_CPU[name]()
     Y = _orbit_like(action.group, 5, size, torch.float32, seed=size)
-    names = {getattr(_fused, k): k for k in ("IDENTITY", "ONE_PIXEL", "GATHERED")}
+    names = {getattr(_fused, k): k for k in ("IDENTITY", "ONE_PIXEL", "GATHERED", "DERIVED")}
     assert {names[k] for k in _fused._plan(action, 5, size, size)["kind"]} == kinds
     tensor, fused = _both(Y, action, "orbit", monkeypatch)
     np.testing.assert_allclose(fused.per_pair, tensor.per_pair, rtol=2e-6, atol=2e-6, err_msg=name)
     assert fused.meta == tensor.meta
     monkeypatch.setattr(_fused, "direct_reads", False)
-    again = ACTIONS[name]()  # a new action: its tables are built anew
+    again = ACTIONS_CPU[name]()  # a new action: its tables are built anew
     assert set(_fused._plan(again, 5, size, size)["kind"]) == {_fused.GATHERED}
     np.testing.assert_array_equal(channelwise_eed(Y, again).per_pair, fused.per_pair)
+
+
+def test_a_map_is_derived_only_where_it_is_a_one_pixel_map_after_another():
+    """Under C8 the rotations by 135, 225 and 315 degrees are quarter turns after the one by 45, and
+    read its targets; with one weight of 135 degrees moved by more than the tolerance, that element
+    is built on its own, and the others still derive from 45 degrees."""
+    action = SpatialAction(geed.get_group("C8"))
+    maps = _fused._pixel_maps(action, 13, 13)
+    assert maps["kind"].tolist() == [_fused.IDENTITY, _fused.GATHERED, _fused.ONE_PIXEL, _fused.DERIVED] + [
+        _fused.ONE_PIXEL, _fused.DERIVED, _fused.ONE_PIXEL, _fused.DERIVED]
+    assert maps["base"].tolist() == [-1, -1, -1, 1, -1, 1, -1, 1]
+    # the row a derived element reads through is a quarter turn's (225 degrees: a half turn after 45)
+    np.testing.assert_array_equal(maps["i1"][5], maps["idx"][4, :, 0])
+    for step, kind in [(0.5 * _fused.COMPOSE_TOL, _fused.DERIVED), (10 * _fused.COMPOSE_TOL, _fused.GATHERED)]:
+        wts = maps["wts"].copy()
+        s, k = np.argwhere(wts[3] > 0.1)[0]
+        wts[3, s, k] += step
+        got = _fused._kinds(maps["idx"], wts, maps["nk"])
+        assert got["kind"][3] == kind and got["kind"][[5, 7]].tolist() == [_fused.DERIVED] * 2
+        assert got["base"][3] == (1 if kind == _fused.DERIVED else -1)
 
 
 def test_a_pixel_of_weight_zero_gives_a_target_of_zero_whatever_it_holds(monkeypatch):

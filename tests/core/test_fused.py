@@ -68,10 +68,11 @@ def test_same_values_as_the_tensor_path(name, reference, dtype, monkeypatch):
 
 @pytest.mark.parametrize("name, size, kinds", [
     ("C8 unmasked", 13, {"IDENTITY", "ONE_PIXEL", "GATHERED", "DERIVED"}),  # 135 degrees: a quarter turn after 45
-    ("C8 unmasked", 5, {"IDENTITY", "GATHERED", "DERIVED"}),  # rows too short to read the reference through an index row
+    ("C8 unmasked", 5, {"IDENTITY", "ONE_PIXEL", "GATHERED", "DERIVED"}),
+    ("C8 unmasked", 1, {"IDENTITY"}),  # one pixel: every map reads it
     ("D4", 13, {"IDENTITY", "ONE_PIXEL"}),  # no element interpolates: nothing is turned
     ("flip", 6, {"IDENTITY", "ONE_PIXEL"}),
-    ("C4 masked", 5, {"IDENTITY", "GATHERED"}),
+    ("C4 masked", 5, {"IDENTITY", "ONE_PIXEL"}),
     ("C16", 16, {"IDENTITY", "ONE_PIXEL", "GATHERED", "DERIVED"}),  # three rotations built, twelve derived
 ])
 def test_each_way_of_forming_the_targets_gives_the_tensor_paths_values(name, size, kinds, monkeypatch):

@@ -260,9 +260,9 @@ def _build(refT, idx, wts, K, e, T):  # pragma: no cover - compiled
                     T[s, p] += w * refT[src, p]
 
 
-def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, dead, kind, base, w1, i1):  # pragma: no cover - compiled
+def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, kind, base, w1, i1):  # pragma: no cover - compiled
     """Channelwise G-EED of orbit outputs ``Y`` (G, N, C, S) against ``ref`` (N, C, S), written into
-    ``per_pair`` (N, G) with the number of undefined (dead) channel comparisons per element in ``dead``.
+    ``per_pair`` (N, G); returns the number of undefined (dead) channel comparisons.
 
     Each element's target row b = g . ref[p] of a (sample, channel) row p is formed as the sums run,
     in one of four ways (``kind``, per element): the identity map reads ref[p] itself, weighted
@@ -301,6 +301,7 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
     T = np.empty((rows, P), dtype=ref.dtype)
     TT = np.empty((slots, P, S), dtype=ref.dtype)
     sums = np.empty((3, N, C), dtype=np.float64)
+    dead = 0
     for g in range(G):
         e = elem[g]
         how = kind[e]
@@ -385,7 +386,8 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, d
                     total += cos
                     count += 1
             per_pair[n, g] = -(total / count) if count > 0 else np.nan
-        dead[g] = undefined
+        dead += undefined
+    return dead
 
 
 if numba is not None:
@@ -423,22 +425,21 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[np.ndarray,
     Yn = Y.detach().contiguous().reshape(G, N, C, H * W).numpy()
     refn = ref.detach().to(Y.dtype).contiguous().reshape(N, C, H * W).numpy()
     per_pair = np.empty((N, G), dtype=np.float64)
-    dead = np.zeros(G, dtype=np.int64)
     args = (Yn, refn, plan["idx"], plan["wts"] if Y.dtype == torch.float64 else plan["wts32"], plan["nk"], plan["elements"],
-            plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, dead, plan["kind"],
+            plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, plan["kind"],
             plan["base"], plan["w1"] if Y.dtype == torch.float64 else plan["w132"], plan["i1"])
     torch_threads = torch.get_num_threads()
     threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
     try:
         if threads == 1:  # no thread team to start: the serial build of the same loop
-            _PASSES[False](*args)
+            dead = _PASSES[False](*args)
         else:
             with _LOCK:  # numba's default thread pool takes one parallel call at a time
                 previous = numba.get_num_threads()
                 if threads != previous:
                     numba.set_num_threads(threads)
                 try:
-                    _PASSES[True](*args)
+                    dead = _PASSES[True](*args)
                 finally:
                     if threads != previous:
                         numba.set_num_threads(previous)
@@ -447,4 +448,4 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[np.ndarray,
         # the layer (on a first call), can change torch's
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
-    return per_pair, int(dead.sum())
+    return per_pair, int(dead)

@@ -8,8 +8,9 @@ same job are timed beside them as reference rows: geed with its channelwise metr
 operations (the *tensor path*, where the compiled pass -- ``geed._fused`` on a CPU, ``geed._fused_cuda`` on a GPU -- is not used), a *plain loop* (one forward pass per sample and
 group element, then the same metrics) and, for the C8-CNN, *e2cnn's recipe* (``check_equivariance``:
 per element, the outputs on x transformed against the outputs on g x). Rounds are interleaved in
-one process; in each round every time is divided by that round's bare time (paired), and the
-median and range of those ratios over rounds are reported (the machines are noisy).
+one process, in an order reversed every other round; in each round every time is divided by that
+round's bare time (paired), and the median and range of those ratios over rounds are reported (the
+machines are noisy).
 
 Threads. The number of intra-op threads is set explicitly (``--threads``, default 1, in this process
 and in the memory subprocesses): under load an OpenMP team's spin-waiting inflates small parallel
@@ -195,8 +196,10 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "
     for run in runs.values():  # warm-up
         run()
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):  # interleaved rounds; each ratio is taken within its round
-        for k, run in runs.items():
+    for i in range(repeats):  # interleaved rounds; each ratio is taken within its round
+        # the order is reversed every other round: a method run just after another does not always
+        # meet the same state of the caches, the allocator or a neighbour's load
+        for k, run in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
             t = time.perf_counter()
             run()
             times[k].append(time.perf_counter() - t)
@@ -525,7 +528,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
     device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}"
     command = _command(args)
-    lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds every method's time is divided by the bare "
+    lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds (the order of the methods reversed every other round) every method's time is divided by the bare "
              "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
              "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "
              "channelwise at layer1-4, latent at avgpool; digits beyond the 900 of the test split come from the training split. *plain loop*: one forward pass per sample and element, the same "

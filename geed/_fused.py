@@ -305,13 +305,13 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, k
     for g in range(G):
         e = elem[g]
         how = kind[e]
-        t = 0
+        src = ref2  # what the element's target rows are read from: the reference, or turned targets
         if how == GATHERED or how == DERIVED:
             owner = e if how == GATHERED else base[e]  # the element whose turned targets are read
-            t = slot[owner] if keep[owner] else slots - 1
+            src = TT[slot[owner] if keep[owner] else slots - 1]
             if not built[owner]:
                 _build(refT, idx, wts, nk[owner], owner, T)
-                _transpose(T, TT[t])
+                _transpose(T, src)
                 built[owner] = keep[owner]
         for p in numba.prange(P):
             n = p // C
@@ -319,33 +319,27 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, k
             sa = 0.0
             sb = 0.0
             sd = 0.0
-            # one loop per way, each with a branch-free body that vectorises (the identity's contiguous
-            # reads are faster than the same reads through an index row)
+            # one loop per way of reading src (as it is, weighted, through an index row), each with a
+            # branch-free body that vectorises (the identity's contiguous reads are faster than the same
+            # reads through an index row)
             if how == GATHERED:
                 for s in range(S):
                     a = np.float64(Y[g, n, c, s])
-                    b = np.float64(TT[t, p, s])
-                    sa += a * a * r[s]
-                    sb += b * b
-                    sd += a * b
-            elif how == DERIVED:
-                for s in range(S):
-                    a = np.float64(Y[g, n, c, s])
-                    b = np.float64(w1[e, s] * TT[t, p, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
+                    b = np.float64(src[p, s])
                     sa += a * a * r[s]
                     sb += b * b
                     sd += a * b
             elif how == IDENTITY:
                 for s in range(S):
                     a = np.float64(Y[g, n, c, s])
-                    b = np.float64(w1[e, s] * ref2[p, s]) if w1[e, s] != 0.0 else 0.0
+                    b = np.float64(w1[e, s] * src[p, s]) if w1[e, s] != 0.0 else 0.0
                     sa += a * a * r[s]
                     sb += b * b
                     sd += a * b
-            else:
+            else:  # one pixel (from the reference) or derived (from a base's turned targets), through an index row
                 for s in range(S):
                     a = np.float64(Y[g, n, c, s])
-                    b = np.float64(w1[e, s] * ref2[p, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
+                    b = np.float64(w1[e, s] * src[p, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
                     sa += a * a * r[s]
                     sb += b * b
                     sd += a * b

@@ -170,6 +170,19 @@ def _job(name: str, group_name: str, n: int, device: str = "cpu"):
                            device=device)
 
 
+def _interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each run in each of ``rounds`` interleaved rounds. The order is reversed every other
+    round: a method run just after another does not always meet the same state of the caches, the
+    allocator or a neighbour's load."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for i in range(rounds):
+        for k, run in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
+            start = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - start)
+    return times
+
+
 def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "cpu") -> dict:
     job = _job(name, group_name, n, device)
     model, x, group, cw, latent, chunk, bare, full = (job.model, job.x, job.group, job.cw, job.latent, job.chunk, job.bare, job.full)
@@ -195,14 +208,7 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "
         runs["e2cnn recipe"] = synced(lambda: e2cnn_recipe(model, x, group, cw, chunk))
     for run in runs.values():  # warm-up
         run()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for i in range(repeats):  # interleaved rounds; each ratio is taken within its round
-        # the order is reversed every other round: a method run just after another does not always
-        # meet the same state of the caches, the allocator or a neighbour's load
-        for k, run in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
-            t = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t)
+    times = _interleaved(runs, repeats)  # each ratio is taken within its round
     out = {"model": name, "group": group_name, "n": n, "chunk": chunk, "threads": torch.get_num_threads(), "device": device}
     for k, ts in times.items():
         ratios = sorted(t / b for t, b in zip(ts, times["bare"]))
@@ -253,8 +259,8 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
     targets (the identity from the reference itself, one-pixel maps through an index row, interpolated
     rotations built along the (sample, channel) axis and turned, those that are a one-pixel map after
     another read from its turned targets through an index row) against no interpolated map derived from
-    another, and against every element built and turned. Medians over interleaved rounds; the values of
-    the three are checked equal first."""
+    another, and against every element built and turned. Medians over interleaved rounds (in an order
+    reversed every other round); the values of the three are checked equal first."""
     from unittest import mock
 
     import numpy as np
@@ -280,12 +286,7 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
         for label, other in values.items():
             if not (np.array_equal(first[0], other[0], equal_nan=True) and first[1] == other[1]):
                 raise SystemExit(f"{group_name} {side} x {side}: the pass as formed and {label!r} disagree")
-        times: dict[str, list[float]] = {label: [] for label in ways}
-        for _ in range(rounds):
-            for label, action in ways.items():
-                start = time.perf_counter()
-                _fused.channelwise(Y, ref, action)
-                times[label].append(time.perf_counter() - start)
+        times = _interleaved({label: lambda action=action: _fused.channelwise(Y, ref, action) for label, action in ways.items()}, rounds)
         kind_names = {_fused.IDENTITY: "identity", _fused.ONE_PIXEL: "one pixel", _fused.GATHERED: "interpolated",
                       _fused.DERIVED: "derived"}
         plan = _fused._plan(ways["as formed"], channels, side, side)

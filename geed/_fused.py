@@ -28,6 +28,7 @@ numba) takes the tensor path.
 from __future__ import annotations
 
 import threading
+import types
 import weakref
 from typing import Any
 
@@ -211,12 +212,20 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 def _compiled(fn, parallel: bool):
     """``fn`` compiled (for parallel loops or not), its machine code cached on disk where a cache can
-    be written (compiling takes a few seconds once); without a writable cache it is compiled per process."""
+    be written (compiling takes a few seconds once); without a writable cache it is compiled per process.
+
+    numba keys its disk cache by the function's name and the argument types, not by the compiler's
+    options (numba issue 6845): a serial and a parallel build of one function would share an entry,
+    and whichever was compiled first would run as both (the parallel code, on numba's own thread
+    count, where one thread was asked for). So each build compiles a copy of ``fn`` named after it."""
     options = dict(parallel=parallel, fastmath=_FASTMATH, nogil=True)
+    build = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    build.__qualname__ = f"{fn.__qualname__}_{'parallel' if parallel else 'serial'}"
+    build.__doc__, build.__module__ = fn.__doc__, fn.__module__
     try:
-        return numba.njit(cache=True, **options)(fn)
+        return numba.njit(cache=True, **options)(build)
     except RuntimeError:  # no writable place for the cache (e.g. a read-only installation)
-        return numba.njit(**options)(fn)
+        return numba.njit(**options)(build)
 
 
 def _transpose(A, B):  # pragma: no cover - compiled

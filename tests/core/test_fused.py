@@ -1,4 +1,5 @@
 """The compiled channelwise pass (geed._fused) against the tensor path it replaces on a CPU."""
+import os
 import subprocess
 import sys
 
@@ -232,6 +233,31 @@ def test_the_block_transpose_moves_every_value_once(shape):
     B = np.full(shape[::-1], -1.0, dtype=np.float32)
     _fused._transpose(A, B)
     np.testing.assert_array_equal(B, A.T)
+
+
+_CACHE_PROBE = """
+import torch, geed
+from geed import _fused
+from geed.actions import SpatialAction
+action = SpatialAction(geed.get_group("C8", mask=True))
+Y = torch.rand(8, 1, 2, 5, 5)
+torch.set_num_threads(2)
+_fused.channelwise(Y, Y[0].clone(), action)  # the parallel build: compiled, and saved to the empty cache
+torch.set_num_threads(1)
+_fused.channelwise(Y, Y[0].clone(), action)  # the serial build: must be compiled, not the parallel entry loaded
+print(len(_fused._PASSES[False].stats.cache_hits), len(_fused._PASSES[False].stats.cache_misses))
+"""
+
+
+def test_the_serial_build_is_not_read_from_the_parallel_builds_cache_entry(tmp_path):
+    """numba keys its disk cache by function name and argument types, not by compiler options
+    (numba issue 6845): two builds of one function shared an entry, and the one compiled first ran as
+    both. In a fresh cache, the serial build compiled after the parallel one is compiled, not loaded."""
+    pytest.importorskip("numba")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1"], done.stdout  # no hit, one miss
 
 
 @pytest.mark.parametrize("threads", [1, 2])

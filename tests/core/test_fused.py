@@ -254,7 +254,7 @@ def test_the_serial_build_is_not_read_from_the_parallel_builds_cache_entry(tmp_p
     (numba issue 6845): two builds of one function shared an entry, and the one compiled first ran as
     both. In a fresh cache, the serial build compiled after the parallel one is compiled, not loaded."""
     pytest.importorskip("numba")
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "2"}  # two threads on any machine: the parallel build runs
     done = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "1"], done.stdout  # no hit, one miss

@@ -221,7 +221,6 @@ def _compiled(fn, parallel: bool):
     options = dict(parallel=parallel, fastmath=_FASTMATH, nogil=True)
     build = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     build.__qualname__ = f"{fn.__qualname__}_{'parallel' if parallel else 'serial'}"
-    build.__doc__, build.__module__ = fn.__doc__, fn.__module__
     try:
         return numba.njit(cache=True, **options)(build)
     except RuntimeError:  # no writable place for the cache (e.g. a read-only installation)

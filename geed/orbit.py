@@ -11,6 +11,7 @@ import copy
 import difflib
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
@@ -31,13 +32,13 @@ from geed.metrics import (
     _latent_result,
     _li_result,
     _li_values,
-    _normaliser,
     _on_host,
     _pair_values,
     _probs,
     _softmax_result,
     channelwise_eed,
     kl_divergence,
+    mean_pairwise,
     latent_eed,
     logit_invariance_error,
     prediction_invariance_error,
@@ -293,6 +294,31 @@ def check_inputs(x: torch.Tensor, group: Group) -> None:
     if h != w and quarter:
         raise ValueError(f"{group.name} rotates by 90 degrees, which maps an H x W grid onto itself only when it is square; "
                          f"got inputs of {h} x {w} (crop or pad them to a square first)")
+    _check_finite(x, "inputs")
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    """Refuse points with NaN or infinite values: every value measured on them would be undefined."""
+    if (x.is_floating_point() or x.is_complex()) and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"{what} hold NaN or infinite values in {len(bad)} of {x.shape[0]} samples "
+                         f"(indices {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")
+
+
+def _check_chunk_size(chunk_size, optional: bool = False) -> None:
+    if chunk_size is None and optional:
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise TypeError(f"chunk_size must be a whole number of orbit inputs{' or None (chosen from the memory budget)' if optional else ''}; "
+                        f"got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+
+
+def _check_dtype(dtype) -> None:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be None (the model's own) or a real floating-point dtype such as torch.float32 or "
+                        f"torch.float64; got {dtype!r}")
 
 
 @torch.no_grad()
@@ -305,9 +331,9 @@ def forward_outputs(
     device=None,
 ) -> dict[str, torch.Tensor]:
     """Plain forward pass (no group) capturing ``layers``; returns name -> ``(N, ...)`` plus ``"output"``."""
+    _check_chunk_size(chunk_size)
+    _check_dtype(dtype)
     model, x = _prepare(model, x, dtype, device)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
     layers = [n for n in dict.fromkeys(layers) if n != OUTPUT]
     outs: list[torch.Tensor] = []
     with _capture(model, layers) as store, _measuring(model):
@@ -334,6 +360,8 @@ def orbit_outputs(
     """
     group = get_group(group)
     check_inputs(x, group)
+    _check_chunk_size(chunk_size)
+    _check_dtype(dtype)
     model, x = _prepare(model, x, dtype, device)
     orbit = group.orbit(x)  # (|G|, N, C, H, W)
     flat = orbit.reshape(-1, *x.shape[1:])
@@ -393,6 +421,14 @@ def evaluate(
     ``logits=True`` adds softmax G-EED and the DI/LI errors of Moskalev et al. on the model output.
     ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
 
+    Every argument is checked before the first forward pass, and a wrong one gets one error that
+    names it: the types and ranges of the parameters, inputs with NaN or infinite values, reference
+    points of another shape than the inputs or fewer than two (or, without them, fewer than two
+    inputs when a latent layer is requested). The reference points' latent vectors, and M, come
+    first. Where M is not positive (latent vectors that all coincide, for l2; a mean cosine
+    similarity at or below 0, for cosine) the normalised metric is undefined: its values are NaN,
+    with a ``RuntimeWarning``, and the evaluation's other results are returned as usual.
+
     Memory does not grow with the feature maps of N samples: the samples are taken in blocks whose
     whole orbit is one forward chunk (``chunk_size`` orbit inputs; by default as many as fit
     ``memory_budget`` bytes of captured feature maps, by default 256 MiB on a CPU and a sixteenth of
@@ -410,9 +446,8 @@ def evaluate(
     ``progress=True`` prints the samples done, the rate and the time left to stderr every few seconds
     (or passes each line to ``progress`` when it is a callable); off by default.
     """
-    group, actions, latents = _requests(model, x, group, channelwise, latent, references)
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive; got {chunk_size}")
+    group, actions, latents, references = _requests(model, x, group, channelwise, latent, references, logits, reference_points,
+                                                    chunk_size, dtype)
     _check_budget(memory_budget)  # refused even where chunk_size makes it unused
     if not (isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"progress must be True, False or a callable taking a line; got {type(progress).__name__}")
@@ -421,6 +456,13 @@ def evaluate(
     n_el, N = len(group), x.shape[0]
     if chunk_size is None:
         chunk_size = auto_chunk_size(model, x[:1], hidden, memory_budget)
+    # the reference points' M first: a model that cannot take them fails before the orbit's work
+    M: dict[tuple[str, str], float] = {}
+    if latents and reference_points is not None:
+        given = forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype)
+        M = {(lat, dist): _latent_normaliser(given[lat], dist, lat, block=_m_block(given[lat]))
+             for lat in latents for dist in ("l2", "cosine")}
+        del given
     block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
     suffixes = {ref: "" if ref == "orbit" else "@input" for ref in references}
     # everything kept across blocks is allocated before the first block (see _Collected)
@@ -486,7 +528,10 @@ def evaluate(
         got.clear()
         if name in actions:
             for ref, sfx in suffixes.items():
-                values, dead, total = _channelwise_values(Yb, actions[name], reference=ref)
+                try:
+                    values, dead, total = _channelwise_values(Yb, actions[name], reference=ref)
+                except ValueError as exc:  # e.g. a layer whose outputs are not feature maps: said with its name
+                    raise ValueError(f"channelwise G-EED of layer {name!r}: {exc}") from exc
                 add(("channelwise" + sfx, name), values, b, dead, total)
         if name in pending:
             pending[name].append(Yb)
@@ -511,13 +556,11 @@ def evaluate(
     if store is not None:
         for part, values, dead in zip(parts.values(), store.cpu().numpy(), dead_store.tolist()):
             part.on_host(values, dead)
-    ref_pts: dict[str, torch.Tensor] = dict(identity)
-    if latents and reference_points is not None:
-        ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
     # each result named and described by geed.metrics, as its public function names it
     values = {key: part.done() for key, part in parts.items()}
-    M = {(lat, dist): _normaliser(ref_pts[lat], dist, block=None if ref_pts[lat].device.type == "cpu" else GPU_M_BLOCK)
-         for lat in latents for dist in ("l2", "cosine")}  # the same M for either reference point; the logits have none
+    if reference_points is None:  # M over the evaluated points' own latent vectors
+        M = {(lat, dist): _latent_normaliser(identity[lat], dist, lat, block=_m_block(identity[lat]))
+             for lat in latents for dist in ("l2", "cosine")}  # the same M for either reference point; the logits have none
     report = Report(group.name)
     for ref, sfx in suffixes.items():
         for n in actions:
@@ -609,21 +652,75 @@ class _Collected:
 
 
 def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise: Mapping[str, Action] | None,
-              latent: str | Sequence[str] | None, references: Sequence[str]) -> tuple[Group, dict[str, Action], list[str]]:
-    """The group, the action per feature-map layer and the latent layers of an evaluation, every
-    request checked before any work."""
+              latent: str | Sequence[str] | None, references: str | Sequence[str], logits: bool = True,
+              reference_points: torch.Tensor | None = None, chunk_size: int | None = None, dtype: torch.dtype | None = None,
+              ) -> tuple[Group, dict[str, Action], list[str], tuple[str, ...]]:
+    """The group, the action per feature-map layer, the latent layers and the reference points of an
+    evaluation, every argument checked before any work: a wrong one gets one error that names it."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (its layers are found by module name); got {type(model).__name__}")
     group = get_group(group)
     check_inputs(x, group)
-    for ref in references:
+    if x.shape[0] == 0:
+        raise ValueError("no inputs (N = 0): nothing to measure")
+    if not isinstance(logits, (bool, np.bool_)):
+        raise TypeError(f"logits must be True or False; got {logits!r}")
+    _check_chunk_size(chunk_size, optional=True)
+    _check_dtype(dtype)
+    refs = (references,) if isinstance(references, str) else tuple(dict.fromkeys(references))
+    if not refs:
+        raise ValueError("references must name at least one reference point: 'orbit' and/or 'input'")
+    for ref in refs:
         if ref not in ("orbit", "input"):
             raise ValueError(f"references must be 'orbit' and/or 'input'; got {ref!r}")
+    if channelwise is not None and not isinstance(channelwise, Mapping):
+        raise TypeError(f"channelwise must map layer names to actions (None for the plain spatial action); got {type(channelwise).__name__}")
+    for n, a in (channelwise or {}).items():
+        if a is not None and not isinstance(a, Action):
+            raise TypeError(f"channelwise[{n!r}] must be an action (geed.actions.Action) or None; got {type(a).__name__}")
     actions = {n: (a if a is not None else SpatialAction(group)) for n, a in (channelwise or {}).items()}
     for n, a in actions.items():
         if a.group.order != group.order or a.group.name != group.name:
             raise ValueError(f"the action given for {n!r} is of {a.group.name}, but the evaluation group is {group.name}")
-    latents = [latent] if isinstance(latent, str) else list(latent or [])
+    if latent is not None and not isinstance(latent, (str, Sequence)):
+        raise TypeError(f"latent must be a module name or a list of them; got {latent!r}")
+    latents = [latent] if isinstance(latent, str) else list(dict.fromkeys(latent or []))
+    for lat in latents:
+        if not isinstance(lat, str):
+            raise TypeError(f"latent must be a module name or a list of them; got {lat!r} among them")
     check_layers(model, list(actions) + latents)
-    return group, actions, latents
+    if reference_points is not None:
+        if not latents:
+            raise ValueError("reference_points give the latent metrics their normaliser M, but no latent layer was requested")
+        if not isinstance(reference_points, torch.Tensor):
+            raise TypeError(f"reference_points must be a tensor of inputs (n, C, H, W); got {type(reference_points).__name__}")
+        if reference_points.dim() != 4 or reference_points.shape[1:] != x.shape[1:]:
+            raise ValueError(f"reference_points must be inputs of the same shape as the evaluated ones, (n, {', '.join(map(str, x.shape[1:]))}); "
+                             f"got {tuple(reference_points.shape)}")
+        if reference_points.shape[0] < 2:
+            raise ValueError(f"the normaliser M needs at least 2 reference points; got {reference_points.shape[0]}")
+        _check_finite(reference_points, "reference_points")
+    elif latents and x.shape[0] < 2:
+        raise ValueError("the normaliser M needs at least 2 reference points: with reference_points=None it is taken over the "
+                         f"evaluated inputs, and there is {x.shape[0]}; give reference_points")
+    return group, actions, latents, refs
+
+
+def _m_block(points: torch.Tensor) -> int | None:
+    return None if points.device.type == "cpu" else GPU_M_BLOCK
+
+
+def _latent_normaliser(points: torch.Tensor, distance: str, layer: str, block: int | None = None) -> float:
+    """M of ``layer`` for ``distance`` over the latent vectors ``points``; NaN, with a warning, where it
+    is not positive (the normalised metric is undefined then, and every other result of the evaluation
+    is kept; ``per_pair`` holds the unnormalised values)."""
+    M = mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block)
+    if M <= 0:
+        warnings.warn(f"latent {distance} G-EED of {layer!r} cannot be normalised: M, the mean "
+                      f"{'distance' if distance == 'l2' else 'cosine similarity'} between reference points, is {M:.3g} <= 0; "
+                      "its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=2)
+        return float("nan")
+    return M
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -690,13 +787,16 @@ def evaluate_reference(
     unnormalised);
     ``logits=True`` adds softmax G-EED and the DI/LI errors of Moskalev et al. on the model output.
     ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
+    Arguments are checked, and a normaliser M that is not positive handled, as in :func:`evaluate`.
     """
-    group, actions, latents = _requests(model, x, group, channelwise, latent, references)
+    group, actions, latents, references = _requests(model, x, group, channelwise, latent, references, logits, reference_points,
+                                                    chunk_size, dtype)
+    _check_chunk_size(chunk_size)
     names = list(actions) + latents
+    given = forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype) if latents and reference_points is not None else {}
     Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)
-    ref_pts: dict[str, torch.Tensor | None] = dict.fromkeys(latents)
-    if latents and reference_points is not None:
-        ref_pts.update(forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype))
+    M = {(lat, dist): _latent_normaliser(given[lat] if lat in given else Y[lat][0], dist, lat)
+         for lat in latents for dist in ("l2", "cosine")}
     report = Report(group.name)
     for ref in references:
         sfx = "" if ref == "orbit" else "@input"
@@ -704,8 +804,8 @@ def evaluate_reference(
             report.results[("channelwise" + sfx, n)] = channelwise_eed(Y[n], a, reference=ref)
         for lat in latents:
             for dist in ("l2", "cosine"):
-                r = latent_eed(Y[lat], group, dist, normalise=True, reference_points=ref_pts[lat], reference=ref)
-                report.results[(f"latent_{dist}" + sfx, lat)] = r
+                r = latent_eed(Y[lat], group, dist, normalise=False, reference=ref)
+                report.results[(f"latent_{dist}" + sfx, lat)] = _latent_result(r.per_pair, group, dist, ref, M[(lat, dist)])
             report.results[("latent_cosine_unnormalised" + sfx, lat)] = latent_eed(
                 Y[lat], group, "cosine", normalise=False, reference=ref
             )

@@ -1,5 +1,6 @@
 """What `geed.evaluate` does with models and inputs a user brings: e2cnn modules as they are, unknown
 layers named with suggestions, models left in training mode, inputs a group cannot act on."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -139,3 +140,103 @@ def test_non_square_inputs_are_refused_under_quarter_turns_only():
     with pytest.raises(ValueError, match="C4 rotates by 90 degrees.*8 x 12"):
         geed.evaluate(model, x, "C4")
     assert geed.evaluate(model, x, "flip")[("softmax", "output")].value >= 0  # the mirror acts on any grid
+
+
+def _counted_model():
+    """A small model and a list that grows by one for each forward pass it runs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    passes: list[int] = []
+    model.register_forward_pre_hook(lambda _m, _a: passes.append(1))
+    return model, passes
+
+
+_X = torch.rand(4, 1, 9, 9)
+_WRONG = [  # (arguments beside model, x and group, the error, what its message names)
+    (dict(chunk_size="8"), TypeError, "chunk_size must be a whole number.*got '8'"),
+    (dict(chunk_size=8.5), TypeError, "chunk_size must be a whole number.*got 8.5"),
+    (dict(chunk_size=True), TypeError, "chunk_size must be a whole number"),
+    (dict(chunk_size=0), ValueError, "chunk_size must be positive; got 0"),
+    (dict(dtype=torch.int32), TypeError, "dtype must be None.*torch.int32"),
+    (dict(dtype="float64"), TypeError, "dtype must be None"),
+    (dict(logits="no"), TypeError, "logits must be True or False; got 'no'"),
+    (dict(references=()), ValueError, "at least one reference point"),
+    (dict(references=("orbit", "fhat")), ValueError, "references must be 'orbit' and/or 'input'; got 'fhat'"),
+    (dict(channelwise=["0"]), TypeError, "channelwise must map layer names to actions.*list"),
+    (dict(channelwise={"0": "rotate"}), TypeError, r"channelwise\['0'\] must be an action.*str"),
+    (dict(latent=3), TypeError, "latent must be a module name or a list of them; got 3"),
+    (dict(latent=["3", 3]), TypeError, "got 3 among them"),
+    (dict(reference_points=_X), ValueError, "no latent layer was requested"),
+    (dict(latent="3", reference_points=[1, 2]), TypeError, "reference_points must be a tensor.*list"),
+    (dict(latent="3", reference_points=torch.rand(4, 2, 9, 9)), ValueError, r"same shape.*\(n, 1, 9, 9\); got \(4, 2, 9, 9\)"),
+    (dict(latent="3", reference_points=_X[:1]), ValueError, "at least 2 reference points; got 1"),
+    (dict(latent="3", reference_points=torch.cat([_X, torch.full((1, 1, 9, 9), float("inf"))])), ValueError,
+     r"reference_points hold NaN or infinite values in 1 of 5 samples \(indices 4\)"),
+]
+
+
+@pytest.mark.parametrize("path", ["evaluate", "evaluate_reference"])
+@pytest.mark.parametrize("kwargs, error, match", _WRONG, ids=[str(i) for i in range(len(_WRONG))])
+def test_a_wrong_argument_gets_one_error_naming_it_before_any_forward_pass(path, kwargs, error, match):
+    from geed.orbit import evaluate_reference
+
+    run = geed.evaluate if path == "evaluate" else evaluate_reference
+    model, passes = _counted_model()
+    with pytest.raises(error, match=match):
+        run(model, _X, "C4", **kwargs)
+    assert passes == []  # refused before any work
+
+
+def test_wrong_inputs_and_models_are_refused_before_any_forward_pass():
+    model, passes = _counted_model()
+    bad = _X.clone()
+    bad[1, 0, 3, 3], bad[3, 0, 0, 0] = float("nan"), float("-inf")
+    with pytest.raises(ValueError, match=r"inputs hold NaN or infinite values in 2 of 4 samples \(indices 1, 3\)"):
+        geed.evaluate(model, bad, "C4", latent="3")
+    with pytest.raises(ValueError, match="the normaliser M needs at least 2 reference points.*there is 1; give reference_points"):
+        geed.evaluate(model, _X[:1], "C4", latent="3")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module.*function"):
+        geed.evaluate(lambda t: t, _X, "C4")
+    with pytest.raises(TypeError, match="chunk_size must be a whole number"):
+        geed.orbit_outputs(model, _X, "C4", chunk_size=2.0)
+    assert passes == []
+    # one point is enough where the reference points give M; a single name of a reference point is one reference point
+    one = geed.evaluate(model, _X[:1], "C4", latent="3", reference_points=_X, references="input")
+    assert set(m for m, _ in one.results) == {"latent_l2@input", "latent_cosine@input", "latent_cosine_unnormalised@input",
+                                              "softmax@input", "DI", "LI"}
+
+
+def test_a_layer_that_is_not_a_feature_map_is_named_in_the_error_of_its_channelwise_metric():
+    model, _ = _counted_model()
+    with pytest.raises(ValueError, match="channelwise G-EED of layer '4':.*feature maps"):
+        geed.evaluate(model, _X, "C4", channelwise={"4": None})
+
+
+@pytest.mark.parametrize("reference_points", [False, True])
+def test_a_normaliser_that_is_not_positive_gives_nan_with_a_warning_and_keeps_every_other_result(reference_points):
+    """M <= 0 leaves the normalised latent metric undefined. The evaluation says so and returns its
+    other results (on the reference path too), instead of failing after all its work."""
+    from geed.orbit import evaluate_reference
+
+    torch.manual_seed(0)
+    # latent "1" is linear in the input, and the inputs come as +z and -z: every pair of latent vectors
+    # has cosine similarity -1 or 1, and the mean over distinct pairs of {v, -v} is -1, so cosine M < 0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(81, 5, bias=False), nn.Linear(5, 3)).eval()
+    z = torch.rand(1, 1, 9, 9)
+    x = torch.cat([z, -z])
+    kw = dict(latent="1", reference_points=x if reference_points else None)
+    reports = []
+    for run in (geed.evaluate, evaluate_reference):
+        with pytest.warns(RuntimeWarning, match=r"latent cosine G-EED of '1' cannot be normalised: M.*is -1 <= 0"):
+            reports.append(run(model, x, "C4", **kw))
+    for report in reports:
+        cosine = report[("latent_cosine", "1")]
+        assert np.isnan(cosine.value) and np.isnan(cosine.meta["M"]) and np.all(np.isfinite(cosine.per_pair))
+        for key, result in report.results.items():
+            if key != ("latent_cosine", "1"):
+                assert np.isfinite(result.value), key
+    a, b = reports
+    assert a.results.keys() == b.results.keys()
+    for key in a.results:
+        assert np.allclose(a[key].per_pair, b[key].per_pair, rtol=1e-6, atol=1e-9), key
+        assert np.allclose(a[key].value, b[key].value, rtol=1e-6, atol=1e-9, equal_nan=True), key

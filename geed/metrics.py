@@ -23,7 +23,7 @@ import torch
 
 from geed import _fused
 from geed.actions import Action, TrivialAction
-from geed.groups import Group
+from geed.groups import Group, get_group
 from geed.stats import bootstrap_ci
 
 __all__ = [
@@ -193,6 +193,11 @@ def _distance(m: str | Callable) -> Callable:
 
 # ---------------------------------------------------------------------------- general G-EED
 
+def _check_action(action: Action) -> None:
+    if not isinstance(action, Action):
+        raise TypeError(f"an action (geed.actions.Action, e.g. SpatialAction(group)) is needed; got {type(action).__name__}")
+
+
 def _check_orbit(Y: torch.Tensor, group: Group) -> None:
     if not isinstance(Y, torch.Tensor):
         raise TypeError(f"orbit outputs must be a tensor (|G|, N, ...); got {type(Y).__name__}")
@@ -225,6 +230,7 @@ def _reference(Y: torch.Tensor, action: Action, reference: Reference) -> torch.T
 
 def _pairs(Y: torch.Tensor, action: Action, reference: Reference) -> tuple[torch.Tensor, torch.Tensor]:
     """The compared batches ``f(g x)`` and ``g . ref(x)``, flattened to ``(|G| N, ...)`` (element-major)."""
+    _check_action(action)
     group = action.group
     _check_orbit(Y, group)
     ref = _reference(Y, action, reference)
@@ -318,6 +324,7 @@ def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = 
     the CPU's compiled pass, else a tensor left on ``Y``'s device), the number of (element, sample,
     channel) comparisons left out as dead (an int, or a 0-d tensor on the device), and of all of them.
     Nothing here waits for a GPU: a streamed evaluation copies the values to the host once, at its end."""
+    _check_action(action)
     group = action.group
     _check_orbit(Y, group)
     if Y.dim() != 5:
@@ -374,7 +381,7 @@ def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int
 
 def latent_eed(
     Z: torch.Tensor,
-    group: Group,
+    group: Group | str,
     distance: Literal["l2", "cosine"] = "l2",
     normalise: bool = True,
     reference_points: torch.Tensor | None = None,
@@ -387,8 +394,19 @@ def latent_eed(
     vectors of a reference set; the identity slice of ``Z`` when None). A non-positive M for
     cosine would flip the order of the metric and is refused.
     """
+    group = get_group(group)
     if distance not in ("l2", "cosine"):
         raise ValueError(f"latent distance must be 'l2' or 'cosine'; got {distance!r}")
+    if not isinstance(normalise, (bool, np.bool_)):
+        raise TypeError(f"normalise must be True or False; got {normalise!r}")
+    _check_orbit(Z, group)
+    if reference_points is not None:
+        if not normalise:
+            raise ValueError("reference_points give the normaliser M, which normalise=False does not use")
+        if not isinstance(reference_points, torch.Tensor) or tuple(reference_points.shape[1:]) != tuple(Z.shape[2:]):
+            raise ValueError(f"reference_points must be latent vectors of the same shape as Z's, (n, "
+                             f"{', '.join(map(str, Z.shape[2:]))}); got "
+                             f"{tuple(reference_points.shape) if isinstance(reference_points, torch.Tensor) else type(reference_points).__name__}")
     per_pair = _pair_values(Z, TrivialAction(group), distance, reference)
     M = _normaliser(Z[0] if reference_points is None else reference_points, distance) if normalise else None
     return _latent_result(per_pair, group, distance, reference, M)
@@ -411,14 +429,16 @@ def _probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
-def softmax_eed(logits: torch.Tensor, group: Group, reference: Reference = "orbit") -> EEDResult:
+def softmax_eed(logits: torch.Tensor, group: Group | str, reference: Reference = "orbit") -> EEDResult:
     """Softmax G-EED: KL( p(g x) || phat(x) ), phat the mean prediction over the orbit."""
+    group = get_group(group)
     _check_orbit(logits, group)
     return _softmax_result(_pair_values(_probs(logits), TrivialAction(group), kl_divergence, reference), group, reference)
 
 
-def prediction_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
+def prediction_invariance_error(logits: torch.Tensor, group: Group | str) -> EEDResult:
     """DI of Moskalev et al.: KL( p(x) || p(g x) ), averaged over samples and all elements (identity included)."""
+    group = get_group(group)
     _check_orbit(logits, group)
     return _di_result(_di_values(logits), group)
 
@@ -431,8 +451,9 @@ def _di_values(logits: torch.Tensor) -> torch.Tensor:
     return kl_divergence(first.reshape(G * N, -1), P.reshape(G * N, -1)).reshape(G, N).t().detach().double()
 
 
-def logit_invariance_error(logits: torch.Tensor, group: Group) -> EEDResult:
+def logit_invariance_error(logits: torch.Tensor, group: Group | str) -> EEDResult:
     """LI of Moskalev et al.: 1/2 ||f(x) - f(g x)||^2, averaged over samples and all elements."""
+    group = get_group(group)
     _check_orbit(logits, group)
     return _li_result(_li_values(logits, group), group)
 

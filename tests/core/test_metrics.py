@@ -253,3 +253,26 @@ def test_channelwise_equals_a_loop_over_pairs_and_channels(case, fused, monkeypa
     np.testing.assert_allclose(got.per_pair, _channelwise_by_loops(Y, action), rtol=1e-12, atol=1e-12, err_msg=name)
     if name != "matrices":  # a mixing matrix brings the dead channel back to life in the targets
         assert 0 < got.meta["dead_fraction"] < 1
+
+
+def test_the_public_metrics_take_a_group_by_name_and_refuse_wrong_arguments_by_name():
+    from geed.metrics import channelwise_eed, logit_invariance_error, mean_pairwise, prediction_invariance_error
+
+    g = geed.get_group("C4")
+    torch.manual_seed(0)
+    Y, Z, L = torch.rand(4, 3, 2, 5, 5), torch.rand(4, 3, 6), torch.rand(4, 3, 10)
+    for fn, arg in [(latent_eed, Z), (softmax_eed, L), (prediction_invariance_error, L), (logit_invariance_error, L)]:
+        assert np.array_equal(fn(arg, "C4").per_pair, fn(arg, g).per_pair, equal_nan=True), fn.__name__
+    with pytest.raises(TypeError, match="a group is given by name"):
+        softmax_eed(L, 4)
+    with pytest.raises(TypeError, match="an action .* is needed; got str"):
+        channelwise_eed(Y, "rotate")
+    with pytest.raises(TypeError, match="normalise must be True or False; got 'no'"):
+        latent_eed(Z, g, normalise="no")
+    # reference points from another space would give an M that has nothing to do with Z
+    with pytest.raises(ValueError, match=r"same shape as Z's, \(n, 6\); got \(5, 7\)"):
+        latent_eed(Z, g, reference_points=torch.rand(5, 7))
+    with pytest.raises(ValueError, match="normalise=False does not use"):
+        latent_eed(Z, g, normalise=False, reference_points=torch.rand(5, 6))
+    ref = torch.rand(5, 6)
+    assert latent_eed(Z, g, reference_points=ref).meta["M"] == pytest.approx(mean_pairwise(ref, "l2"))

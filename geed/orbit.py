@@ -38,9 +38,9 @@ from geed.metrics import (
     _softmax_result,
     channelwise_eed,
     kl_divergence,
-    mean_pairwise,
     latent_eed,
     logit_invariance_error,
+    mean_pairwise,
     prediction_invariance_error,
     softmax_eed,
 )
@@ -667,6 +667,8 @@ def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise
         raise TypeError(f"logits must be True or False; got {logits!r}")
     _check_chunk_size(chunk_size, optional=True)
     _check_dtype(dtype)
+    if not isinstance(references, (str, Sequence)):
+        raise TypeError(f"references must be 'orbit', 'input' or a list of them; got {references!r}")
     refs = (references,) if isinstance(references, str) else tuple(dict.fromkeys(references))
     if not refs:
         raise ValueError("references must name at least one reference point: 'orbit' and/or 'input'")

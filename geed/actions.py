@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from geed.groups import Element, Group
+from geed.groups import Element, Group, get_group
 
 __all__ = ["Action", "TrivialAction", "SpatialAction", "InducedAction", "field_type_action"]
 
@@ -27,8 +27,8 @@ __all__ = ["Action", "TrivialAction", "SpatialAction", "InducedAction", "field_t
 class Action:
     """Base class: the action of ``group`` on one layer's outputs (batch axis first)."""
 
-    def __init__(self, group: Group) -> None:
-        self.group = group
+    def __init__(self, group: Group | str) -> None:
+        self.group = get_group(group)  # a Group, or its name
 
     def act(self, y: torch.Tensor, i: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -70,8 +70,9 @@ class SpatialAction(Action):
     Permutation matrices are detected and applied as an index (no matrix product).
     """
 
-    def __init__(self, group: Group, channel_maps: Sequence[np.ndarray] | None = None) -> None:
+    def __init__(self, group: Group | str, channel_maps: Sequence[np.ndarray] | None = None) -> None:
         super().__init__(group)
+        group = self.group
         self.channel_maps = None
         self._perms: list[torch.Tensor | None] = []
         self._mats: list[torch.Tensor | None] = []
@@ -159,8 +160,9 @@ class SpatialAction(Action):
 class InducedAction(Action):
     """``group`` acts through a homomorphism ``hom`` (element index -> index in ``target.group``)."""
 
-    def __init__(self, group: Group, target: Action, hom: Sequence[int]) -> None:
+    def __init__(self, group: Group | str, target: Action, hom: Sequence[int]) -> None:
         super().__init__(group)
+        group = self.group
         if len(hom) != len(group):
             raise ValueError(f"hom needs one image per element of {group.name}; got {len(hom)}")
         for i in range(len(group)):
@@ -214,6 +216,9 @@ def field_type_action(group: Group, field_type) -> SpatialAction:
     permutation for regular fields) is used as the channel map. A rotation the model's group does
     not contain is a clear error.
     """
+    group = get_group(group)
+    if not (hasattr(field_type, "gspace") and hasattr(field_type, "representation")):
+        raise TypeError(f"field_type must be an e2cnn FieldType (e.g. a layer's out_type); got {type(field_type).__name__}")
     gspace = field_type.gspace
     fib = gspace.fibergroup
     n_rot = int(getattr(fib, "rotation_order", getattr(fib, "order", lambda: 1)()))

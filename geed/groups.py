@@ -328,6 +328,8 @@ def get_group(name: str | Group, mask: bool = False) -> Group:
         return name
     if not isinstance(name, str):
         raise TypeError(f"a group is given by name (str) or as a Group; got {type(name).__name__}")
+    if not isinstance(mask, bool):
+        raise TypeError(f"mask must be True or False; got {mask!r}")
     key = name.strip()
     if key.lower() in {"flip", "reflection", "mirror"}:
         return ReflectionGroup(mask=mask)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import geed
 from geed.groups import (
     CyclicGroup,
     DihedralGroup,
@@ -115,3 +116,17 @@ def test_translation_on_downsampled_layer():
         g3.act(y, 1)
     with pytest.raises(ValueError, match="multiple of the width"):
         TranslationGroup(4, step=3).act(torch.zeros(1, 1, 9, 9), 1)
+
+
+def test_actions_take_a_group_or_its_name_and_wrong_arguments_are_refused_by_name():
+    from geed.actions import InducedAction, SpatialAction
+
+    assert SpatialAction("C8").group.name == "C8" and len(SpatialAction("D4").group) == 8
+    induced = InducedAction.by_angle(geed.get_group("C8"), SpatialAction("C4"))
+    assert InducedAction("C8", induced.target, induced.hom).hom == induced.hom
+    with pytest.raises(TypeError, match="a group is given by name.*int"):
+        SpatialAction(8)
+    with pytest.raises(TypeError, match="mask must be True or False; got 'yes'"):
+        geed.get_group("C8", mask="yes")
+    with pytest.raises(TypeError, match="field_type must be an e2cnn FieldType.*str"):
+        geed.field_type_action("C8", "regular")

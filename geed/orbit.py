@@ -393,6 +393,9 @@ class Report:
         return pd.DataFrame(rows)
 
     def __getitem__(self, key: tuple[str, str]) -> EEDResult:
+        if key not in self.results:
+            raise KeyError(f"no result {key!r}; a result is named (metric, layer), and this report has: "
+                           + ", ".join(map(repr, self.results)))
         return self.results[key]
 
 

@@ -17,6 +17,8 @@ def _values(x) -> np.ndarray:
 
 
 def _check_level(level: float) -> None:
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
+        raise TypeError(f"confidence level must be a number between 0 and 1; got {level!r}")
     if not 0 < level < 1:
         raise ValueError(f"confidence level must lie strictly between 0 and 1; got {level}")
 
@@ -39,6 +41,8 @@ def bootstrap_ci(x, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> t
     """Percentile bootstrap interval of the mean over samples (seeded, so reproducible)."""
     arr = _values(x)
     _check_level(level)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive whole number of resamples; got {n_boot!r}")
     if arr.size == 1:
         return float(arr[0]), float(arr[0])
     rng = np.random.default_rng(seed)

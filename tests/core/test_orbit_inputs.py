@@ -212,6 +212,14 @@ def test_a_layer_that_is_not_a_feature_map_is_named_in_the_error_of_its_channelw
         geed.evaluate(model, _X, "C4", channelwise={"4": None})
 
 
+def test_a_result_the_report_does_not_hold_is_named_with_those_it_does():
+    model, _ = _counted_model()
+    report = geed.evaluate(model, _X, "C4", latent="3")
+    with pytest.raises(KeyError, match=r"no result 'softmax'; a result is named \(metric, layer\).*\('softmax', 'output'\)"):
+        report["softmax"]
+    assert report[("softmax", "output")] is report.results[("softmax", "output")]
+
+
 @pytest.mark.parametrize("reference_points", [False, True])
 def test_a_normaliser_that_is_not_positive_gives_nan_with_a_warning_and_keeps_every_other_result(reference_points):
     """M <= 0 leaves the normalised latent metric undefined. The evaluation says so and returns its

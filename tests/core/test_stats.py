@@ -30,6 +30,10 @@ def test_interval_errors():
         bootstrap_ci([1.0, 2.0], level=1.5)
     with pytest.raises(ValueError, match="finite"):
         t_interval([1.0, np.nan])
+    with pytest.raises(TypeError, match="confidence level must be a number.*'95'"):
+        t_interval([1.0, 2.0], level="95")
+    with pytest.raises(ValueError, match="n_boot must be a positive whole number of resamples; got 0"):
+        bootstrap_ci([1.0, 2.0], n_boot=0)
 
 
 def test_summarise_groups():

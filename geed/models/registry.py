@@ -14,6 +14,7 @@ packages (never downloads; :class:`~geed.models.zoo.WeightsNotFound` says where 
 from __future__ import annotations
 
 import fnmatch
+import numbers
 import os
 
 from torch import nn
@@ -30,6 +31,8 @@ def is_digit_model(name: str) -> bool:
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """Registered names matching a shell-style ``pattern`` (``"*-tiny"``, ``"resnet50*"``);
     ``pretrained=True`` keeps the names that have published weights (not the test variants)."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a shell-style string such as 'resnet50*'; got {type(pattern).__name__}")
     names = digits.names() + zoo.zoo_models()
     if pretrained:
         names = [n for n in zoo.zoo_models() if not zoo.split_name(n)[1]]
@@ -42,6 +45,10 @@ def create_model(name: str, *, pretrained: bool = False, n_classes: int | None =
     loads an ImageNet model's published body weights (the classifier head stays new: ``n_classes``)."""
     if not isinstance(name, str):
         raise TypeError(f"a model name must be a string; got {type(name).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed must be None or a whole number >= 0; got {seed!r}")
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 1):
+        raise ValueError(f"n_classes must be a whole number >= 1; got {n_classes!r}")
     if is_digit_model(name):
         if pretrained:
             raise ValueError(f"{name} has no published weights: the digit models are trained by the chapters")

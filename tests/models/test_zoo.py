@@ -30,6 +30,12 @@ def test_bad_names_and_arguments_are_named():
         create_model("resnet50-tiny", n_classes=0)
     with pytest.raises(ValueError, match=r"expected images"):
         create_model("resnet50-tiny")(torch.rand(2, 4, 33, 33))
+    with pytest.raises(ValueError, match="n_classes must be a whole number >= 1; got 0"):
+        create_model("cnn-tiny", n_classes=0)  # a digit model too
+    with pytest.raises(ValueError, match="seed must be None or a whole number >= 0; got '0'"):
+        create_model("cnn-tiny", seed="0")
+    with pytest.raises(TypeError, match="pattern must be a shell-style string"):
+        list_models(5)
 
 
 def _same_body(a, b):

@@ -13,6 +13,8 @@ The test set is rotated once by angles drawn uniformly from [0, 360) with a fixe
 """
 from __future__ import annotations
 
+import numbers
+
 import os
 import warnings
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ class DigitData:
         return int(self.y.shape[0])
 
     def subset(self, n: int, seed: int = 0) -> "DigitData":
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"a subset needs a whole number of points >= 1; got {n!r}")
         if n > len(self):
             raise ValueError(f"asked for {n} points but the set has {len(self)}")
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]

@@ -83,3 +83,13 @@ def test_corruptions_change_images_but_keep_range():
     with pytest.raises(ValueError, match="unknown corruption"):
         ood.corrupt(x, "rotate")
 
+
+
+def test_a_subset_is_a_whole_number_of_points_from_one_to_the_sets_size():
+    test = data.rotated_digits("test")
+    assert len(test.subset(5, seed=1)) == 5 and torch.equal(test.subset(5, seed=1).x, test.subset(5, seed=1).x)
+    for n in (0, -3, 2.5, True):  # -3 would otherwise slice off the last three points
+        with pytest.raises(ValueError, match=f"a subset needs a whole number of points >= 1; got {n!r}"):
+            test.subset(n)
+    with pytest.raises(ValueError, match=f"asked for {len(test) + 1} points but the set has {len(test)}"):
+        test.subset(len(test) + 1)

@@ -794,9 +794,9 @@ def evaluate_reference(
     ``references`` chooses the reference point(s): ``"orbit"`` (the paper's fhat) and/or ``"input"``.
     Arguments are checked, and a normaliser M that is not positive handled, as in :func:`evaluate`.
     """
+    _check_chunk_size(chunk_size)  # no automatic chunk here
     group, actions, latents, references = _requests(model, x, group, channelwise, latent, references, logits, reference_points,
                                                     chunk_size, dtype)
-    _check_chunk_size(chunk_size)
     names = list(actions) + latents
     given = forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype) if latents and reference_points is not None else {}
     Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)

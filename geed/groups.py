@@ -324,12 +324,15 @@ def available_groups() -> list[str]:
 
 def get_group(name: str | Group, mask: bool = False) -> Group:
     """Build a group from its name: ``C4``, ``C8``, ``D4``, ``D8``, ``flip``, ``T3``, ..."""
+    if not isinstance(mask, bool):
+        raise TypeError(f"mask must be True or False; got {mask!r}")
     if isinstance(name, Group):
+        if mask and not name.mask:  # a Group is returned as it is: it cannot take the mask asked for
+            raise ValueError(f"mask=True, but the group given ({name!r}) acts without the input mask; "
+                             f"pass its name, or build it with mask=True")
         return name
     if not isinstance(name, str):
         raise TypeError(f"a group is given by name (str) or as a Group; got {type(name).__name__}")
-    if not isinstance(mask, bool):
-        raise TypeError(f"mask must be True or False; got {mask!r}")
     key = name.strip()
     if key.lower() in {"flip", "reflection", "mirror"}:
         return ReflectionGroup(mask=mask)
@@ -340,5 +343,7 @@ def get_group(name: str | Group, mask: bool = False) -> Group:
             return CyclicGroup(n, mask=mask)
         if kind == "D":
             return DihedralGroup(n, mask=mask)
+        if mask:  # a disc is not mapped onto itself by a shift
+            raise ValueError(f"{key.upper()} shifts images, which the disc of the input mask is not invariant under; use mask=False")
         return TranslationGroup(n)
     raise ValueError(f"unknown group {name!r}; known groups: {', '.join(available_groups())}")

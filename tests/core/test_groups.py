@@ -128,5 +128,12 @@ def test_actions_take_a_group_or_its_name_and_wrong_arguments_are_refused_by_nam
         SpatialAction(8)
     with pytest.raises(TypeError, match="mask must be True or False; got 'yes'"):
         geed.get_group("C8", mask="yes")
+    # the mask asked for is never dropped silently
+    assert geed.get_group(geed.get_group("C8", mask=True), mask=True).mask
+    assert not geed.get_group(geed.get_group("C8"), mask=False).mask
+    with pytest.raises(ValueError, match="mask=True, but the group given .* acts without the input mask"):
+        geed.get_group(geed.get_group("C8"), mask=True)
+    with pytest.raises(ValueError, match="T3 shifts images.*use mask=False"):
+        geed.get_group("T3", mask=True)
     with pytest.raises(TypeError, match="field_type must be an e2cnn FieldType.*str"):
         geed.field_type_action("C8", "regular")

@@ -7,8 +7,13 @@ decision function the ledger uses (:func:`geed.report.claims.decide`):
 
 * **false-verdict rate**: with no effect in any part, the share of verdicts other than
   *inconclusive*; for a claim about every part, also the share of *holds* when one part has no
-  effect and every other a large one; for a claim of no decrease beyond a margin, the share of
-  *holds* at the margin and of *does not hold* when nothing changes (the largest is reported);
+  effect and every other a large one; for a claim about some part, also the share of *does not
+  hold* when one part has no effect and every other a large one against the claim; for a claim
+  that two metrics order two sides oppositely, the shares of *holds* and of *does not hold* when
+  one metric of one comparison has no effect and every other effect is large and agrees across
+  the metrics (the claim is false just on one side of that point and true just on the other); for
+  a claim of no decrease beyond a margin, the share of *holds* at the margin and of *does not
+  hold* when nothing changes (the largest is reported);
 * **power**: the share of *holds* when an effect of ``effect`` standard deviations (of single
   values) is planted in the claimed direction -- in every part for "for every" rules, in one part
   for "for some" rules; for a no-decrease claim, when nothing changes.
@@ -57,9 +62,16 @@ def _shift(spec: dict, effect: float, where: str) -> list:
     out = np.zeros(k)
     if where == "margin":
         out[:] = -spec.get("margin_sd", 0.0)
-    elif where == "least favourable":  # one part exactly at the null, every other far on the claimed side
-        out[:] = 50.0
-        out[0] = -spec.get("margin_sd", 0.0) if kind == "no_decrease" else 0.0
+    elif where == "least favourable":  # one part exactly at the null, every other far from it
+        if kind == "for_some":  # ... against the claim: a false "does not hold" is likeliest there
+            out[:] = -50.0
+            out[0] = 0.0
+        elif kind == "opposite":  # ... every comparison ordered alike by both metrics but one metric of the first
+            out[:] = 50.0
+            out[1] = 0.0
+        else:  # ... on the claimed side: a false "holds" is likeliest there
+            out[:] = 50.0
+            out[0] = -spec.get("margin_sd", 0.0) if kind == "no_decrease" else 0.0
     elif where == "effect":
         if kind == "for_some":
             out[0] = effect
@@ -86,13 +98,24 @@ def false_verdict_rate(spec: dict, n_sims: int = 4000, seed: int = 0) -> float:
 
     For comparisons: with no effect anywhere. For a claim about every part, also where a single
     part has no effect and all others a large one (the case in which a false *holds* is likeliest);
-    for a no-decrease claim, at the margin and with no change. The largest of these is returned."""
+    for a claim about some part, where a single part has no effect and all others a large one
+    against the claim (a false *does not hold*); for a claim of opposite orders, where one metric
+    of one comparison has no effect and every other effect is large and agrees across the metrics
+    (a false *holds* just outside the claim, a false *does not hold* just inside it, which with no
+    effect anywhere are both rare); for a no-decrease claim, at the margin and with no change.
+    The largest of these is returned."""
     null = simulate(spec, "null", n_sims=n_sims, seed=seed)
     cases = [null["holds"] + null["does not hold"]]
     if _has(spec, "no_decrease"):
         cases = [simulate(spec, "margin", n_sims=n_sims, seed=seed + 1)["holds"], null["does not hold"]]
-    if spec["kind"] in ("for_all", "no_decrease") and len(spec["parts"]) > 1:
+    kind, k = spec["kind"], len(spec["parts"])
+    if kind in ("for_all", "no_decrease") and k > 1:
         cases.append(simulate(spec, "least favourable", n_sims=n_sims, seed=seed + 2)["holds"])
+    if kind == "for_some" and k > 1:
+        cases.append(simulate(spec, "least favourable", n_sims=n_sims, seed=seed + 2)["does not hold"])
+    if kind == "opposite":
+        edge = simulate(spec, "least favourable", n_sims=n_sims, seed=seed + 2)
+        cases += [edge["holds"], edge["does not hold"]]
     return max(cases)
 
 

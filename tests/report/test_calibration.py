@@ -40,6 +40,35 @@ def test_false_verdict_rate_is_at_most_nominal(kind, n, k, paired):
     assert K.false_verdict_rate(spec, n_sims=N_SIMS) <= NOMINAL + SLACK
 
 
+def _rate_at(spec, shifts, verdict, n_sims=N_SIMS, seed=11):
+    """Share of ``verdict`` with the true contrasts ``shifts``, decided by the ledger's own rule."""
+    p_hi, p_lo = K._draw(spec, np.asarray(shifts, float), n_sims, np.random.default_rng(seed))
+    code = {C.HOLDS: 1, C.FAILS: 2}[verdict]
+    return float(np.mean(C.decide(spec["kind"], p_hi, p_lo) == code))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_reported_rate_covers_the_boundaries_where_a_wrong_verdict_is_likeliest(k):
+    """With no effect anywhere, a rule of opposite orders almost never says anything (both metrics
+    must be significant), so the null case alone understated its false verdicts about tenfold. Its
+    worst cases are at the edge of the claim: one metric of one comparison without an effect, the
+    others large and agreeing (a *holds* there is false; a *does not hold* just inside the claim is
+    false). For a claim about some part, a false *does not hold* is likeliest with one part at zero
+    and the others far against the claim. The reported rate covers them, within the bound."""
+    opposite = RULES["opposite"](3, k, False).spec
+    edge = np.full(2 * k, 50.0)
+    edge[1] = 0.0
+    null_rate = K.simulate(opposite, "null", n_sims=N_SIMS)
+    reported = K.false_verdict_rate(opposite, n_sims=N_SIMS)
+    at_edge = max(_rate_at(opposite, edge, C.HOLDS), _rate_at(opposite, edge, C.FAILS))
+    assert null_rate["holds"] + null_rate["does not hold"] < 0.005 < 0.01 < at_edge  # the null case alone misses it
+    assert reported >= at_edge - SLACK and reported <= NOMINAL + SLACK
+    some = RULES["for_some"](3, k, False).spec
+    against = np.full(k, -50.0)
+    against[0] = 0.0
+    assert K.false_verdict_rate(some, n_sims=N_SIMS) >= _rate_at(some, against, C.FAILS) - SLACK
+
+
 @pytest.mark.parametrize("kind", list(RULES))
 def test_a_planted_effect_is_found(kind):
     """Stated size: 4 standard deviations of single values with 10 models per side (paired: 10 pairs)."""

@@ -12,8 +12,8 @@ decision function the ledger uses (:func:`geed.report.claims.decide`):
   that two metrics order two sides oppositely, the shares of *holds* and of *does not hold* when
   one metric of one comparison has no effect and every other effect is large and agrees across
   the metrics (the claim is false just on one side of that point and true just on the other); for
-  a claim of no decrease beyond a margin, the share of *holds* at the margin and of *does not
-  hold* when nothing changes (the largest is reported);
+  a claim of no decrease beyond a margin, the shares of *holds* and of *does not hold* at the
+  margin and of *does not hold* when nothing changes (the largest is reported);
 * **power**: the share of *holds* when an effect of ``effect`` standard deviations (of single
   values) is planted in the claimed direction -- in every part for "for every" rules, in one part
   for "for some" rules; for a no-decrease claim, when nothing changes.
@@ -102,12 +102,14 @@ def false_verdict_rate(spec: dict, n_sims: int = 4000, seed: int = 0) -> float:
     against the claim (a false *does not hold*); for a claim of opposite orders, where one metric
     of one comparison has no effect and every other effect is large and agrees across the metrics
     (a false *holds* just outside the claim, a false *does not hold* just inside it, which with no
-    effect anywhere are both rare); for a no-decrease claim, at the margin and with no change.
+    effect anywhere are both rare); for a no-decrease claim, at the margin (either wrong verdict)
+    and with no change.
     The largest of these is returned."""
     null = simulate(spec, "null", n_sims=n_sims, seed=seed)
     cases = [null["holds"] + null["does not hold"]]
-    if _has(spec, "no_decrease"):
-        cases = [simulate(spec, "margin", n_sims=n_sims, seed=seed + 1)["holds"], null["does not hold"]]
+    if _has(spec, "no_decrease"):  # at the margin a holds just beyond it, and a does not hold just within it, are wrong
+        margin = simulate(spec, "margin", n_sims=n_sims, seed=seed + 1)
+        cases = [margin["holds"], margin["does not hold"], null["does not hold"]]
     kind, k = spec["kind"], len(spec["parts"])
     if kind in ("for_all", "no_decrease") and k > 1:
         cases.append(simulate(spec, "least favourable", n_sims=n_sims, seed=seed + 2)["holds"])

@@ -67,6 +67,9 @@ def test_the_reported_rate_covers_the_boundaries_where_a_wrong_verdict_is_likeli
     against = np.full(k, -50.0)
     against[0] = 0.0
     assert K.false_verdict_rate(some, n_sims=N_SIMS) >= _rate_at(some, against, C.FAILS) - SLACK
+    no_change = RULES["no_decrease"](10, k, False).spec  # a does not hold just within the margin is wrong too
+    at_margin = np.full(k, -no_change["margin_sd"])
+    assert K.false_verdict_rate(no_change, n_sims=N_SIMS) >= _rate_at(no_change, at_margin, C.FAILS) - SLACK
 
 
 @pytest.mark.parametrize("kind", list(RULES))

@@ -50,7 +50,7 @@ def _rate_at(spec, shifts, verdict, n_sims=N_SIMS, seed=11):
 @pytest.mark.parametrize("k", [1, 3])
 def test_the_reported_rate_covers_the_boundaries_where_a_wrong_verdict_is_likeliest(k):
     """With no effect anywhere, a rule of opposite orders almost never says anything (both metrics
-    must be significant), so the null case alone understated its false verdicts about tenfold. Its
+    must be significant), so the null case alone understated its false verdicts tenfold or more. Its
     worst cases are at the edge of the claim: one metric of one comparison without an effect, the
     others large and agreeing (a *holds* there is false; a *does not hold* just inside the claim is
     false). For a claim about some part, a false *does not hold* is likeliest with one part at zero

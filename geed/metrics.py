@@ -15,6 +15,7 @@ with ``g . f(x)`` of the untransformed input instead (the choice of Moskalev et 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -412,16 +413,21 @@ def latent_eed(
     return _latent_result(per_pair, group, distance, reference, M)
 
 
-def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int | None = None) -> float:
+def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int | None = None,
+                layer: str | None = None) -> float:
     """M of eq. 6 over ``points``: their mean l2 distance (``l2``) or mean cosine similarity (``cosine``),
     by :func:`mean_pairwise` (over its own tiles unless ``block`` is given). A non-positive M would flip
-    the order of the metric (or divide by zero) and is refused."""
+    the order of the metric (or divide by zero): it is refused, or, for a ``layer`` of an evaluation
+    (which keeps its other results), NaN with a warning; ``per_pair`` then holds the unnormalised values."""
     M = mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block)
     if M <= 0:
-        raise ValueError(
-            f"the normaliser M (mean {'distance' if distance == 'l2' else 'cosine similarity'} between "
-            f"reference points) is {M:.3g} <= 0: the normalised metric is undefined; use normalise=False"
-        )
+        what = "distance" if distance == "l2" else "cosine similarity"
+        if layer is None:
+            raise ValueError(f"the normaliser M (mean {what} between reference points) is {M:.3g} <= 0: "
+                             "the normalised metric is undefined; use normalise=False")
+        warnings.warn(f"latent {distance} G-EED of {layer!r} cannot be normalised: M, the mean {what} between reference points, "
+                      f"is {M:.3g} <= 0; its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=3)
+        return float("nan")
     return M
 
 

@@ -11,7 +11,6 @@ import copy
 import difflib
 import sys
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from geed.metrics import (
     _latent_result,
     _li_result,
     _li_values,
+    _normaliser,
     _on_host,
     _pair_values,
     _probs,
@@ -40,7 +40,6 @@ from geed.metrics import (
     kl_divergence,
     latent_eed,
     logit_invariance_error,
-    mean_pairwise,
     prediction_invariance_error,
     softmax_eed,
 )
@@ -284,11 +283,14 @@ def _prepare(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, devic
 
 
 def check_inputs(x: torch.Tensor, group: Group) -> None:
-    """Inputs a group can act on: (N, C, H, W), and square when the group rotates by 90 degrees."""
+    """Inputs a group can act on: (N, C, H, W) with N >= 1 and finite values, and square when the group
+    rotates by 90 degrees."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"inputs must be a tensor (N, C, H, W); got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"inputs must have shape (N, C, H, W); got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("no inputs (N = 0): nothing to measure")
     h, w = x.shape[-2:]
     quarter = any(e.angle % 180 == 90 for e in group.elements)
     if h != w and quarter:
@@ -463,7 +465,7 @@ def evaluate(
     M: dict[tuple[str, str], float] = {}
     if latents and reference_points is not None:
         given = forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype)
-        M = {(lat, dist): _latent_normaliser(given[lat], dist, lat, block=_m_block(given[lat]))
+        M = {(lat, dist): _normaliser(given[lat], dist, block=_m_block(given[lat]), layer=lat)
              for lat in latents for dist in ("l2", "cosine")}
         del given
     block = max(1, chunk_size // n_el)  # samples per block: their whole orbit is one forward chunk
@@ -562,7 +564,7 @@ def evaluate(
     # each result named and described by geed.metrics, as its public function names it
     values = {key: part.done() for key, part in parts.items()}
     if reference_points is None:  # M over the evaluated points' own latent vectors
-        M = {(lat, dist): _latent_normaliser(identity[lat], dist, lat, block=_m_block(identity[lat]))
+        M = {(lat, dist): _normaliser(identity[lat], dist, block=_m_block(identity[lat]), layer=lat)
              for lat in latents for dist in ("l2", "cosine")}  # the same M for either reference point; the logits have none
     report = Report(group.name)
     for ref, sfx in suffixes.items():
@@ -664,8 +666,6 @@ def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise
         raise TypeError(f"model must be a torch.nn.Module (its layers are found by module name); got {type(model).__name__}")
     group = get_group(group)
     check_inputs(x, group)
-    if x.shape[0] == 0:
-        raise ValueError("no inputs (N = 0): nothing to measure")
     if not isinstance(logits, (bool, np.bool_)):
         raise TypeError(f"logits must be True or False; got {logits!r}")
     _check_chunk_size(chunk_size, optional=True)
@@ -713,19 +713,6 @@ def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise
 
 def _m_block(points: torch.Tensor) -> int | None:
     return None if points.device.type == "cpu" else GPU_M_BLOCK
-
-
-def _latent_normaliser(points: torch.Tensor, distance: str, layer: str, block: int | None = None) -> float:
-    """M of ``layer`` for ``distance`` over the latent vectors ``points``; NaN, with a warning, where it
-    is not positive (the normalised metric is undefined then, and every other result of the evaluation
-    is kept; ``per_pair`` holds the unnormalised values)."""
-    M = mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block)
-    if M <= 0:
-        warnings.warn(f"latent {distance} G-EED of {layer!r} cannot be normalised: M, the mean "
-                      f"{'distance' if distance == 'l2' else 'cosine similarity'} between reference points, is {M:.3g} <= 0; "
-                      "its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=2)
-        return float("nan")
-    return M
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -800,7 +787,7 @@ def evaluate_reference(
     names = list(actions) + latents
     given = forward_outputs(model, reference_points, latents, chunk_size=chunk_size, dtype=dtype) if latents and reference_points is not None else {}
     Y = orbit_outputs(model, x, group, names, chunk_size=chunk_size, dtype=dtype)
-    M = {(lat, dist): _latent_normaliser(given[lat] if lat in given else Y[lat][0], dist, lat)
+    M = {(lat, dist): _normaliser(given[lat] if lat in given else Y[lat][0], dist, layer=lat)
          for lat in latents for dist in ("l2", "cosine")}
     report = Report(group.name)
     for ref in references:
@@ -808,12 +795,10 @@ def evaluate_reference(
         for n, a in actions.items():
             report.results[("channelwise" + sfx, n)] = channelwise_eed(Y[n], a, reference=ref)
         for lat in latents:
-            for dist in ("l2", "cosine"):
-                r = latent_eed(Y[lat], group, dist, normalise=False, reference=ref)
+            raw = {dist: latent_eed(Y[lat], group, dist, normalise=False, reference=ref) for dist in ("l2", "cosine")}
+            for dist, r in raw.items():
                 report.results[(f"latent_{dist}" + sfx, lat)] = _latent_result(r.per_pair, group, dist, ref, M[(lat, dist)])
-            report.results[("latent_cosine_unnormalised" + sfx, lat)] = latent_eed(
-                Y[lat], group, "cosine", normalise=False, reference=ref
-            )
+            report.results[("latent_cosine_unnormalised" + sfx, lat)] = raw["cosine"]
         if logits:
             report.results[("softmax" + sfx, OUTPUT)] = softmax_eed(Y[OUTPUT], group, reference=ref)
     if logits:

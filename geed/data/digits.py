@@ -14,7 +14,6 @@ The test set is rotated once by angles drawn uniformly from [0, 360) with a fixe
 from __future__ import annotations
 
 import numbers
-
 import os
 import warnings
 from dataclasses import dataclass

@@ -206,6 +206,7 @@ def test_a_layer_of_the_wrong_width_is_named(monkeypatch):
             channelwise_eed(Y, action)
 
 
+@pytest.mark.slow
 def test_thread_settings_are_left_as_they_were():
     """The pass runs on torch's thread count and leaves torch's and numba's settings as they were
     (numba's OpenMP layer shares OpenMP's setting with torch). A fresh interpreter, as a user's
@@ -249,6 +250,7 @@ print(len(_fused._PASSES[False].stats.cache_hits), len(_fused._PASSES[False].sta
 """
 
 
+@pytest.mark.slow
 def test_the_serial_build_is_not_read_from_the_parallel_builds_cache_entry(tmp_path):
     """numba keys its disk cache by function name and argument types, not by compiler options
     (numba issue 6845): two builds of one function shared an entry, and the one compiled first ran as

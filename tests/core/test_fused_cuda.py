@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton")
+pytestmark = pytest.mark.slow  # a subprocess that starts Triton's interpreter: about a minute
 ROOT = Path(__file__).resolve().parents[2]
 
 # the cases of tests/core/test_fused.py's _orbit_like (dead channels, one side zero, a channel far

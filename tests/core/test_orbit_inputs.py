@@ -23,6 +23,7 @@ def test_an_e2cnn_module_is_measured_without_a_wrapper():
     assert report[("channelwise", "2")].value == pytest.approx(-1.0, abs=1e-6)  # invariant fields: exactly equivariant
 
 
+@pytest.mark.slow
 def test_an_unknown_layer_is_named_with_close_matches_and_every_name():
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(weights=None).eval()

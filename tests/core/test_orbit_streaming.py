@@ -25,7 +25,7 @@ def _same(a, b, tol):
             assert value == other.meta[field] if isinstance(value, str) else np.isclose(value, other.meta[field], rtol=tol, atol=tol), (key, field)
 
 
-@pytest.mark.parametrize("family, chunk", [("cnn-tiny", 1), ("cnn-tiny", 20), ("c8cnn-tiny", 12), ("c8cnn-tiny", None)])
+@pytest.mark.parametrize("family, chunk", [pytest.param("cnn-tiny", 1, marks=pytest.mark.slow), ("cnn-tiny", 20), ("c8cnn-tiny", 12), ("c8cnn-tiny", None)])
 def test_streaming_equals_the_reference_path_on_the_digit_models(family, chunk):
     from geed.data.digits import rotated_digits
 

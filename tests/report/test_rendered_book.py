@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # console messages of the book theme itself, present on every Jupyter Book v1 page, unrelated to content
 THEME_NOISE = ("THEBE_JS_URL", "invalid theme mode", "favicon")
 

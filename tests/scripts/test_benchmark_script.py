@@ -16,6 +16,7 @@ def bench():
     return module
 
 
+@pytest.mark.slow
 def test_a_row_has_paired_ratios_for_every_method(bench):
     row = bench.time_ratio("c8cnn", "C8", 2, repeats=2)
     assert set(row) >= {"model", "group", "n", "chunk", "threads", "bare", "geed", "geed, tensor path", "plain loop", "e2cnn recipe"}
@@ -53,6 +54,7 @@ def test_the_peak_memory_child_reports_above_the_resident_memory_before(bench, c
     assert out["above_mb"] >= 0 and out["peak_mb"] > out["above_mb"]
 
 
+@pytest.mark.slow
 def test_the_memory_rows_take_medians_over_fresh_subprocesses(bench):
     row = bench.peak_memory("c8cnn@0.0417", "C4", 4, threads=1, repeats=2)
     for label, _ in bench.MEMORY_RUNS:

@@ -11,7 +11,9 @@ decision function the ledger uses (:func:`geed.report.claims.decide`):
   hold* when one part has no effect and every other a large one against the claim; for a claim
   that two metrics order two sides oppositely, the shares of *holds* and of *does not hold* when
   one metric of one comparison has no effect and every other effect is large and agrees across
-  the metrics (the claim is false just on one side of that point and true just on the other); for
+  the metrics (the claim is false just on one side of that point and true just on the other), and
+  with several comparisons also the share of *holds* when every comparison has one metric without
+  effect and the other large (a false *holds* may come from any of them); for
   a claim of no decrease beyond a margin, the shares of *holds* and of *does not hold* at the
   margin and of *does not hold* when nothing changes (the largest is reported);
 * **power**: the share of *holds* when an effect of ``effect`` standard deviations (of single
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geed.report.claims import ALPHA, _p_above, _p_below, _t_stats, decide
+from geed.report.claims import ALPHA, _p_above, _p_below, _t_stats, decide, threshold
 
 __all__ = ["simulate", "false_verdict_rate", "power", "detectable_effect", "rates"]
 
@@ -38,7 +40,7 @@ def _draw(spec: dict, shift: np.ndarray, n_sims: int, rng: np.random.Generator) 
         w = part["weights"]
         groups[0] = groups[0] + shift[j] / w[0]
         est, se, df = _t_stats(groups, w)
-        delta = -margin if kind == "no_decrease" else 0.0
+        delta = threshold(kind, margin)
         p_hi.append(_p_above(est, se, df, delta))
         p_lo.append(_p_below(est, se, df, delta))
     return np.stack(p_hi, axis=-1), np.stack(p_lo, axis=-1)
@@ -54,8 +56,13 @@ def _codes(spec: dict, shift, n_sims: int, rng) -> np.ndarray:
     return decide(spec["kind"], p_hi, p_lo, ALPHA)
 
 
+WHERE = ("null", "margin", "least favourable", "every edge", "effect")  # the configurations simulate() can place
+
+
 def _shift(spec: dict, effect: float, where: str) -> list:
-    """True contrasts of every part: ``where`` is 'null', 'margin' or 'effect'."""
+    """True contrasts of every part: ``where`` is one of ``WHERE``."""
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {WHERE}; got {where!r}")
     if spec["kind"] == "composite":
         return [_shift(s, effect, where) for s in spec["parts"]]
     k, kind = len(spec["parts"]), spec["kind"]
@@ -72,6 +79,9 @@ def _shift(spec: dict, effect: float, where: str) -> list:
         else:  # ... on the claimed side: a false "holds" is likeliest there
             out[:] = 50.0
             out[0] = -spec.get("margin_sd", 0.0) if kind == "no_decrease" else 0.0
+    elif where == "every edge":  # opposite orders: in every comparison one metric large, the other without effect
+        out[:] = 50.0
+        out[1::2] = 0.0
     elif where == "effect":
         if kind == "for_some":
             out[0] = effect
@@ -102,8 +112,9 @@ def false_verdict_rate(spec: dict, n_sims: int = 4000, seed: int = 0) -> float:
     against the claim (a false *does not hold*); for a claim of opposite orders, where one metric
     of one comparison has no effect and every other effect is large and agrees across the metrics
     (a false *holds* just outside the claim, a false *does not hold* just inside it, which with no
-    effect anywhere are both rare); for a no-decrease claim, at the margin (either wrong verdict)
-    and with no change.
+    effect anywhere are both rare), and with several comparisons a false *holds* where every
+    comparison is at that edge (without the correction over comparisons it would be k times likelier);
+    for a no-decrease claim, at the margin (either wrong verdict) and with no change.
     The largest of these is returned."""
     null = simulate(spec, "null", n_sims=n_sims, seed=seed)
     cases = [null["holds"] + null["does not hold"]]
@@ -118,6 +129,8 @@ def false_verdict_rate(spec: dict, n_sims: int = 4000, seed: int = 0) -> float:
     if kind == "opposite":
         edge = simulate(spec, "least favourable", n_sims=n_sims, seed=seed + 2)
         cases += [edge["holds"], edge["does not hold"]]
+        if k > 2:  # several comparisons: a false holds is likeliest with every one of them at the edge
+            cases.append(simulate(spec, "every edge", n_sims=n_sims, seed=seed + 3)["holds"])
     return max(cases)
 
 

@@ -62,7 +62,7 @@ __all__ = [
     "Verdict", "Difference", "difference", "contrast", "greater", "greater_for_all", "greater_for_some", "no_decrease",
     "opposite_orders", "not_tested", "compare", "near_zero", "exceeds", "all_of", "record", "load_all", "reset", "start", "annotate", "run_meta", "consistency",
     "HOLDS", "FAILS", "INCONCLUSIVE", "NOT_TESTED", "STATUSES", "BASELINE_FRACTION", "baseline_step", "ALPHA", "MARGINS", "COLLAPSE_MIN_EFFECTIVE_RANK",
-    "effective_rank",
+    "effective_rank", "threshold", "decide",
 ]
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_TESTED = "holds", "does not hold", "inconclusive", "not tested"
@@ -223,6 +223,12 @@ def decide(kind: str, p_hi: np.ndarray, p_lo: np.ndarray, alpha: float = ALPHA) 
     return np.where(holds & ~fails, 1, np.where(fails & ~holds, 2, 0))
 
 
+def threshold(kind: str, margin: float = 0.0) -> float:
+    """The value every part of a rule is tested against: 0, or ``-margin`` for a claim of no decrease
+    beyond a margin (the ledger's verdicts and their simulation both read it here)."""
+    return -margin if kind == "no_decrease" else 0.0
+
+
 def _spec(kind: str, diffs: Sequence[Difference], margin: float = 0.0) -> dict:
     """The shape of a rule as applied: what the calibration needs to simulate it."""
     spread = float(np.mean([d.spread for d in diffs])) or 1.0
@@ -231,12 +237,9 @@ def _spec(kind: str, diffs: Sequence[Difference], margin: float = 0.0) -> dict:
 
 
 def _verdict(kind: str, diffs: Sequence[Difference], rule: str, margin: float = 0.0) -> Verdict:
-    if kind == "no_decrease":
-        p_hi = [d.p_above(-margin) for d in diffs]
-        p_lo = [d.p_below(-margin) for d in diffs]
-    else:
-        p_hi = [d.p_above() for d in diffs]
-        p_lo = [d.p_below() for d in diffs]
+    delta = threshold(kind, margin)
+    p_hi = [d.p_above(delta) for d in diffs]
+    p_lo = [d.p_below(delta) for d in diffs]
     code = int(decide(kind, np.array(p_hi), np.array(p_lo)))
     return Verdict(_CODE[code], "; ".join(d.figures for d in diffs), rule, _spec(kind, diffs, margin))
 

@@ -170,6 +170,8 @@ def test_bad_input_errors(images):
     with pytest.raises(ValueError, match="M .* <= 0"):
         Z = torch.stack([torch.tensor([[1.0, 0.0], [-1.0, 0.0]])] * 4)
         latent_eed(Z, geed.get_group("C4"), "cosine")
+    with pytest.raises(ValueError, match="M .* is 0 <= 0"):  # a collapsed latent space: every point the same, M = 0
+        latent_eed(torch.ones(4, 3, 2), geed.get_group("C4"), "l2")
     with pytest.raises(ValueError, match="layer has"):
         model8 = create_model("c8cnn-tiny", seed=0).eval()
         act = model8.layer_actions("C4")["block1"]

@@ -221,6 +221,20 @@ def test_a_result_the_report_does_not_hold_is_named_with_those_it_does():
     assert report[("softmax", "output")] is report.results[("softmax", "output")]
 
 
+def test_a_collapsed_latent_space_has_no_l2_normaliser():
+    """Every latent vector the same (a constant layer): the mean l2 distance M is exactly 0, so the
+    normalised l2 metric is undefined (NaN, with the warning), not a division by zero."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(81, 5), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.zero_()
+    x = torch.rand(3, 1, 9, 9, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match=r"latent l2 G-EED of '1' cannot be normalised: M.*is 0 <= 0"):
+        report = geed.evaluate(model, x, "C4", latent="1")
+    l2 = report[("latent_l2", "1")]
+    assert np.isnan(l2.value) and np.all(l2.per_pair == 0)
+    assert np.isfinite(report[("latent_cosine", "1")].value)
+
+
 @pytest.mark.parametrize("reference_points", [False, True])
 def test_a_normaliser_that_is_not_positive_gives_nan_with_a_warning_and_keeps_every_other_result(reference_points):
     """M <= 0 leaves the normalised latent metric undefined. The evaluation says so and returns its

@@ -23,6 +23,19 @@ def test_bootstrap_contains_mean_and_narrows_with_n():
     assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
 
 
+def test_bootstrap_interval_has_the_requested_level():
+    """On a large normal sample the percentile bootstrap agrees with the normal-theory interval of the
+    same level (about +-1.96 standard errors at 95%, +-1.64 at 90%), centred on the mean."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=4000)
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    for level in (0.95, 0.9):
+        lo, hi = bootstrap_ci(x, level=level, n_boot=4000)
+        z = stats.norm.ppf(0.5 + level / 2)
+        assert (hi - lo) / (2 * z * se) == pytest.approx(1.0, abs=0.06)
+        assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.1 * se)
+
+
 def test_interval_errors():
     with pytest.raises(ValueError, match="at least one"):
         t_interval([])

@@ -72,6 +72,44 @@ def test_the_reported_rate_covers_the_boundaries_where_a_wrong_verdict_is_likeli
     assert K.false_verdict_rate(no_change, n_sims=N_SIMS) >= _rate_at(no_change, at_margin, C.FAILS) - SLACK
 
 
+def _without_correction(kind, p_hi, p_lo, alpha=C.ALPHA):
+    """The ledger's decision with its correction over parts taken out: a broken rule the calibration must flag."""
+    c = alpha / 2
+    p_hi, p_lo = np.asarray(p_hi, float), np.asarray(p_lo, float)
+    if kind == "for_all":
+        holds, fails = np.all(p_hi < c, axis=-1), np.min(p_lo, axis=-1) < c
+    elif kind == "for_some":
+        holds, fails = np.min(p_hi, axis=-1) < c, np.all(p_lo < c, axis=-1)
+    else:
+        h1, h2, l1, l2 = p_hi[..., 0::2], p_hi[..., 1::2], p_lo[..., 0::2], p_lo[..., 1::2]
+        holds = np.min(np.minimum(np.maximum(h1, l2), np.maximum(l1, h2)), axis=-1) < c
+        fails = np.all(np.minimum(np.maximum(h1, h2), np.maximum(l1, l2)) < c, axis=-1)
+    return np.where(holds & ~fails, 1, np.where(fails & ~holds, 2, 0))
+
+
+@pytest.mark.parametrize("kind", ["for_all", "for_some", "opposite"])
+def test_a_rule_that_lost_its_correction_over_parts_is_flagged(kind, monkeypatch):
+    """Six parts without the correction give a wrong verdict about 1 - 0.975^6 = 14% of the time at
+    the configuration where each rule errs most: with no effect (every part, some part), and for
+    opposite orders with every comparison at the edge of the claim (one metric large, the other
+    without effect), which the null case and a single comparison at the edge both miss."""
+    spec = RULES[kind](5, 6, False).spec
+    assert K.false_verdict_rate(spec, n_sims=N_SIMS) <= NOMINAL + SLACK
+    monkeypatch.setattr(K, "decide", _without_correction)
+    assert K.false_verdict_rate(spec, n_sims=N_SIMS) > 0.1
+
+
+def test_a_claim_of_no_decrease_is_tested_against_minus_its_margin():
+    """A fall smaller than the margin is no decrease, a rise is none, a fall beyond the margin is one;
+    the ledger's verdict and its simulation read the same threshold."""
+    rng = np.random.default_rng(0)
+    change = lambda mean: [C.difference(mean + 0.01 * rng.normal(size=5), np.zeros(5), "d", paired=True)]  # noqa: E731
+    assert C.no_decrease(change(-0.3), margin=0.5).verdict == C.HOLDS
+    assert C.no_decrease(change(0.3), margin=0.5).verdict == C.HOLDS
+    assert C.no_decrease(change(-0.8), margin=0.5).verdict == C.FAILS
+    assert C.threshold("no_decrease", 0.5) == -0.5 and C.threshold("for_all", 0.5) == 0.0
+
+
 @pytest.mark.parametrize("kind", list(RULES))
 def test_a_planted_effect_is_found(kind):
     """Stated size: 4 standard deviations of single values with 10 models per side (paired: 10 pairs)."""

@@ -340,7 +340,7 @@ def all_of(parts: Iterable[Verdict]) -> Verdict:
 
 def effective_rank(features) -> float:
     """exp(entropy of the normalised singular values) of centred features ``(n, d)``: the number of
-    directions along which they vary (1 for a collapsed representation)."""
+    directions along which they vary (1 for points along a single line, 0 for identical points)."""
     z = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     s = np.linalg.svd(z - z.mean(axis=0), compute_uv=False)
     if s.sum() <= 0:

@@ -1,3 +1,4 @@
+import math
 
 import numpy as np
 import pytest
@@ -91,6 +92,20 @@ def test_kl_is_exactly_zero_for_identical_predictions():
     logits = torch.randn(1, 5, 9).expand(8, 5, 9).contiguous()
     assert softmax_eed(logits, g).value == 0.0
     assert geed.prediction_invariance_error(logits, g).value == 0.0
+
+
+def test_output_metrics_on_an_example_worked_by_hand():
+    """C2, one sample, two classes: logits (0, 0) for x and (ln 3, 0) for g x, so p(x) = (1/2, 1/2),
+    p(g x) = (3/4, 1/4) and the orbit's mean prediction (5/8, 3/8). DI averages KL(p(x) || p(g x))
+    over both elements (Moskalev et al.), LI half the squared logit distance to f(x), softmax G-EED
+    KL(p(g x) || mean prediction)."""
+    g = geed.get_group("C2")
+    L = torch.tensor([[[0.0, 0.0]], [[math.log(3.0), 0.0]]], dtype=torch.float64)
+    kl = lambda p, q: sum(a * math.log(a / b) for a, b in zip(p, q))  # noqa: E731
+    assert geed.prediction_invariance_error(L, g).value == pytest.approx(kl((0.5, 0.5), (0.75, 0.25)) / 2, rel=1e-12)
+    assert geed.logit_invariance_error(L, g).value == pytest.approx(0.5 * math.log(3.0) ** 2 / 2, rel=1e-12)
+    want = (kl((0.5, 0.5), (0.625, 0.375)) + kl((0.75, 0.25), (0.625, 0.375))) / 2
+    assert softmax_eed(L, g).value == pytest.approx(want, rel=1e-12)
 
 
 def test_fhat_over_nontrivial_kernel():

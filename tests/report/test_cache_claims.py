@@ -64,6 +64,15 @@ def test_near_zero_exceeds_all_of():
     assert claims.all_of([z, claims.exceeds([0.05], 0.1, "y")]).verdict == claims.FAILS
 
 
+def test_effective_rank_counts_the_directions_the_points_vary_along():
+    """Points on a line away from the origin vary along one direction (the offset is not a direction
+    of variation); four points at +-e1, +-e2 along two equally; a collapsed set along none."""
+    t = np.linspace(-1.0, 1.0, 5)
+    assert claims.effective_rank(np.stack([3.0 + t, np.full(5, 2.0)], axis=1)) == pytest.approx(1.0, abs=1e-12)
+    assert claims.effective_rank(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])) == pytest.approx(2.0, abs=1e-12)
+    assert claims.effective_rank(np.ones((4, 3))) == 0.0
+
+
 def test_record_and_load(tmp_path, monkeypatch):
     monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path))
     v = claims.near_zero([0.0], 1e-12, "x")

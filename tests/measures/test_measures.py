@@ -105,3 +105,44 @@ def test_invariance_penalty_is_zero_for_an_invariant_model():
     assert float(pen) < 1e-20
     raw = _toy()
     assert float(logit_invariance_penalty(raw, x, raw(x), geed.get_group("C4"))) > 1e-8
+
+
+def test_integrated_gradients_of_a_quadratic_are_exact():
+    """For f(x) = sum x_i^2 the path integral from 0 gives x_i^2 for each pixel; the midpoint rule is
+    exact on it (the integrand is linear along the path) and the attributions sum to f(x) - f(0)."""
+    from geed.measures.saliency import integrated_gradients
+
+    x = smooth_images(3)
+    quadratic = lambda z: z.pow(2).flatten(1).sum(1, keepdim=True)  # noqa: E731
+    ig = integrated_gradients(quadratic, x, torch.zeros(3, dtype=torch.long), steps=4)
+    assert torch.allclose(ig, x.pow(2), rtol=1e-12, atol=1e-15)
+
+
+def test_the_saliency_map_keeps_only_the_pixels_near_the_peak():
+    """A linear model's integrated gradients are x * w. Of |x * w|, the pixels below 0.9 of the peak are
+    dropped before the 3 x 3 smoothing, so the map is zero more than one pixel away from the kept ones."""
+    from geed.measures.saliency import saliency_map
+
+    w = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    w[0, 0, 2, 2], w[0, 0, 2, 3], w[0, 0, 7, 7] = 1.0, 0.95, 0.5  # the peak, one within 0.9 of it, one well below
+    linear = lambda z: (z * w).flatten(1).sum(1, keepdim=True)  # noqa: E731
+    m = saliency_map(linear, torch.ones(1, 1, 9, 9, dtype=torch.float64), torch.zeros(1, dtype=torch.long), steps=2)
+    assert m[0, 0, 2, 2] > 0 and m[0, 0, 2, 3] > 0
+    assert m[0, 0, 6:, 6:].abs().max() == 0.0  # the weak pixel and its neighbours
+
+
+def test_the_random_perturbations_are_as_large_as_the_rotations():
+    """For the identity map the response is the change of the input itself: the random perturbation,
+    scaled to the size of each rotation's change, moves the output exactly as far (ratio 1)."""
+    x = smooth_images(4)
+    r = perturbation_control(torch.nn.Identity(), x, "C4", output=lambda z: z)
+    assert np.allclose(r["random"], r["group"], rtol=1e-12) and np.allclose(r["ratio"], 1.0, rtol=1e-12)
+
+
+def test_the_invariance_penalty_never_draws_the_identity():
+    """The penalty compares f(x) with f(g x) for a non-identity g: with an input that every rotation
+    changes it is positive for every draw (drawing the identity would give 0)."""
+    x = smooth_images(1)
+    flat = torch.nn.Flatten()
+    g = geed.get_group("C4")
+    assert all(float(logit_invariance_penalty(flat, x, flat(x), g, torch.Generator().manual_seed(s))) > 1e-6 for s in range(40))

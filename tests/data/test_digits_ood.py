@@ -93,3 +93,16 @@ def test_a_subset_is_a_whole_number_of_points_from_one_to_the_sets_size():
             test.subset(n)
     with pytest.raises(ValueError, match=f"asked for {len(test) + 1} points but the set has {len(test)}"):
         test.subset(len(test) + 1)
+
+
+def test_random_rotations_cover_the_whole_circle_uniformly():
+    """Each image gets its own angle, uniform in [0, 360): read back the angle of 400 rotated copies of
+    one digit by matching them against the digit turned by every whole degree."""
+    from geed.groups import rotate_batch
+
+    digit = data.load_digits("test").x[:1].double()
+    turned = data.random_rotation(digit.expand(400, -1, -1, -1), torch.Generator().manual_seed(0))
+    grid = rotate_batch(digit.expand(360, -1, -1, -1), torch.arange(360, dtype=torch.float64))
+    angles = torch.cdist(turned.flatten(1), grid.flatten(1)).argmin(dim=1).double()
+    counts = torch.histc(angles, bins=4, min=0, max=360)  # 100 per quadrant expected
+    assert counts.min() >= 70 and counts.max() <= 130, counts

@@ -1,0 +1,243 @@
+"""Would the tests notice? Break the code on purpose, one place at a time, and check that a test fails.
+
+Each *mutant* below changes one line (or a few) of ``geed`` at a place that decides a number or a
+verdict -- a distance, a normaliser, an interval, a correction for several comparisons, a rule's
+threshold, what a training resume restores, what the book publishes -- into a plausible mistake, and
+names the test that must fail on it. The script copies the project's tracked files into a temporary
+folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
+mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
+hole in the suite; one whose lines are no longer in the source has drifted from the code and must
+be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
+
+    python scripts/mutants.py            # every mutant: about 7 minutes on two cores
+    python scripts/mutants.py --list     # the mutants and their tests
+    python scripts/mutants.py -k margin  # those whose name contains a word
+
+Exit status 0 when every mutant is caught.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the project root
+    old: str  # must occur exactly once in the file
+    new: str
+    test: str  # the pytest node (file::function) that must fail
+
+
+METRICS, FUSED, CLAIMS, CALIBRATION = "geed/metrics.py", "geed/_fused.py", "geed/report/claims.py", "geed/report/calibration.py"
+T_METRICS, T_FUSED, T_INPUTS = "tests/core/test_metrics.py", "tests/core/test_fused.py", "tests/core/test_orbit_inputs.py"
+T_CAL, T_MEASURES = "tests/report/test_calibration.py", "tests/measures/test_measures.py"
+BY_HAND = f"{T_METRICS}::test_output_metrics_on_an_example_worked_by_hand"
+SAME_AS_TENSORS = f"{T_FUSED}::test_same_values_as_the_tensor_path"
+NOMINAL = f"{T_CAL}::test_false_verdict_rate_is_at_most_nominal"
+NOT_POSITIVE = f"{T_INPUTS}::test_a_normaliser_that_is_not_positive_gives_nan_with_a_warning_and_keeps_every_other_result"
+
+MUTANTS = [
+    # the metrics
+    Mutant("orbit mean ignores the kernel", METRICS, "return base + (Y[ker] - base).mean(dim=0)", "return base",
+           f"{T_METRICS}::test_fhat_over_nontrivial_kernel"),
+    Mutant("cosine without the zero tolerance", METRICS, "floor = (tol * scale).clamp_min(torch.finfo(dtype).tiny)",
+           "floor = (0.0 * scale).clamp_min(torch.finfo(dtype).tiny)", SAME_AS_TENSORS),
+    Mutant("M over pairs including each point with itself", METRICS,
+           "total = total + (d.sum() - d.diagonal().sum() if j == i else d.sum())", "total = total + d.sum()", NOT_POSITIVE),
+    Mutant("M = 0 not refused", METRICS, "    if M <= 0:\n        what =", "    if M < 0:\n        what =",
+           f"{T_INPUTS}::test_a_collapsed_latent_space_has_no_l2_normaliser"),
+    Mutant("DI's KL reversed", METRICS, "return kl_divergence(first.reshape(G * N, -1), P.reshape(G * N, -1))",
+           "return kl_divergence(P.reshape(G * N, -1), first.reshape(G * N, -1))", BY_HAND),
+    Mutant("LI against the orbit mean", METRICS, 'return _pair_values(logits, TrivialAction(group), half_squared_l2, "input")',
+           'return _pair_values(logits, TrivialAction(group), half_squared_l2, "orbit")', BY_HAND),
+    Mutant("the input reference is the orbit mean", METRICS, '    if reference == "input":\n        return Y[0]',
+           '    if reference == "input":\n        return orbit_mean(Y, action)', BY_HAND),
+    # the compiled channelwise pass
+    Mutant("the pass ignores the region on f(g x)", FUSED, "                    b = np.float64(src[p, s])\n                    sa += a * a * r[s]",
+           "                    b = np.float64(src[p, s])\n                    sa += a * a", SAME_AS_TENSORS),
+    Mutant("any interpolated map taken as derived", FUSED, "COMPOSE_TOL = 1e-12", "COMPOSE_TOL = 1e9", SAME_AS_TENSORS),
+    Mutant("channel permutation read without its inverse", FUSED, "            c = inv[g, p % C]", "            c = p % C",
+           f"{T_FUSED}::test_regular_fields_of_a_steerable_model"),
+    Mutant("one dead side counts as undefined", FUSED, "                if za and zb:\n                    cos = np.nan",
+           "                if za:\n                    cos = np.nan", SAME_AS_TENSORS),
+    # the streamed evaluation
+    Mutant("streaming keeps the last element as f(x)", "geed/orbit.py", "identity[lat][small_done : small_done + b] = joined[lat][0]",
+           "identity[lat][small_done : small_done + b] = joined[lat][-1]", NOT_POSITIVE),
+    Mutant("dead-channel share over the last block only", "geed/orbit.py", "        if dead is not None:\n            self.total += total",
+           "        if dead is not None:\n            self.total = total",
+           "tests/core/test_orbit_streaming.py::test_streaming_equals_the_reference_path_on_the_digit_models"),
+    Mutant("streamed softmax G-EED with its KL reversed", "geed/orbit.py",
+           'add(("softmax" + sfx, OUTPUT), _pair_values(probs, trivial, kl_divergence, ref), b)',
+           'add(("softmax" + sfx, OUTPUT), _pair_values(probs, trivial, lambda p, q: kl_divergence(q, p), ref), b)', NOT_POSITIVE),
+    # the groups
+    Mutant("interpolated rotations turn clockwise", "geed/groups.py",
+           "    mat = torch.tensor([[[c, -s * h / w, 0.0], [s * w / h, c, 0.0]]], dtype=dtype, device=device)",
+           "    mat = torch.tensor([[[c, s * h / w, 0.0], [-s * w / h, c, 0.0]]], dtype=dtype, device=device)",
+           "tests/core/test_groups.py::test_composition_law_interpolated_is_approximate"),
+    Mutant("the disc one pixel smaller", "geed/groups.py", "    radius = min(size_h, size_w) / 2\n", "    radius = min(size_h, size_w) / 2 - 1\n",
+           f"{T_FUSED}::test_pixel_maps_are_the_groups_action"),
+    Mutant("dihedral composition ignores the flip", "geed/groups.py", "        angle = a.angle - b.angle if a.flip else a.angle + b.angle\n",
+           "        angle = a.angle + b.angle\n", "tests/core/test_groups.py::test_composition_law_exact"),
+    Mutant("rotations drawn from half the circle", "geed/data/digits.py", "angles = torch.rand(x.shape[0], generator=generator) * 360.0",
+           "angles = torch.rand(x.shape[0], generator=generator) * 180.0",
+           "tests/data/test_digits_ood.py::test_random_rotations_cover_the_whole_circle_uniformly"),
+    # intervals and the verdict rules
+    Mutant("bootstrap interval at 90% called 95%", "geed/stats.py", "np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])",
+           "np.quantile(means, [1 - level, level])", "tests/core/test_stats.py::test_bootstrap_interval_has_the_requested_level"),
+    Mutant("t interval one-sided", "geed/stats.py", "_st.t.ppf(0.5 + level / 2, df=arr.size - 1)", "_st.t.ppf(level, df=arr.size - 1)",
+           "tests/core/test_stats.py::test_t_interval_matches_scipy"),
+    Mutant("every-part rule without Holm on its failing side", CLAIMS, "fails = np.min(p_lo, axis=-1) < c / k", "fails = np.min(p_lo, axis=-1) < c",
+           NOMINAL),
+    Mutant("opposite orders without the correction over comparisons", CLAIMS, "holds = np.min(opp, axis=-1) < c / parts",
+           "holds = np.min(opp, axis=-1) < c", f"{T_CAL}::test_a_rule_that_lost_its_correction_over_parts_is_flagged"),
+    Mutant("t statistics with ddof 0", CLAIMS, "w**2 * g.var(axis=-1, ddof=1)", "w**2 * g.var(axis=-1, ddof=0)", NOMINAL),
+    Mutant("Welch's degrees of freedom doubled", CLAIMS, "df = np.where(np.isfinite(df) & (df > 0), df, min(",
+           "df = np.where(np.isfinite(df) & (df > 0), 2 * df, min(", NOMINAL),
+    Mutant("no-decrease margin with the wrong sign", CLAIMS, '    return -margin if kind == "no_decrease" else 0.0',
+           '    return margin if kind == "no_decrease" else 0.0', f"{T_CAL}::test_a_claim_of_no_decrease_is_tested_against_minus_its_margin"),
+    Mutant("all_of lets holds win", CLAIMS,
+           "verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE",
+           "verdict = HOLDS if HOLDS in verdicts else FAILS if FAILS in verdicts else INCONCLUSIVE",
+           "tests/report/test_cache_claims.py::test_near_zero_exceeds_all_of"),
+    Mutant("the over-training baseline may be step 0", CLAIMS, "    later = [s for s in steps if s > 0] or steps\n", "    later = steps\n",
+           f"{T_CAL}::test_the_over_training_baseline_does_not_depend_on_the_checkpoint_spacing"),
+    Mutant("effective rank without centring", CLAIMS, "s = np.linalg.svd(z - z.mean(axis=0), compute_uv=False)",
+           "s = np.linalg.svd(z, compute_uv=False)", "tests/report/test_cache_claims.py::test_effective_rank_counts_the_directions_the_points_vary_along"),
+    Mutant("false-verdict rate of the null case only", CALIBRATION, "    return max(cases)\n", "    return cases[0]\n",
+           f"{T_CAL}::test_the_reported_rate_covers_the_boundaries_where_a_wrong_verdict_is_likeliest"),
+    # the measures beside G-EED
+    Mutant("SI maps back by g instead of its inverse", "geed/measures/saliency.py",
+           "group.act(saliency_map(model, group.act(x, i), target, steps), group.inverse(i))",
+           "group.act(saliency_map(model, group.act(x, i), target, steps), i)",
+           f"{T_MEASURES}::test_saliency_invariance_is_one_for_weight_tied_and_lower_for_plain"),
+    Mutant("integrated gradients by a left Riemann sum", "geed/measures/saliency.py", "alpha = (k + 0.5) / steps", "alpha = k / steps",
+           f"{T_MEASURES}::test_integrated_gradients_of_a_quadratic_are_exact"),
+    Mutant("saliency keeps the weak pixels", "geed/measures/saliency.py", "ig = torch.where(ig >= keep * peak, ig, torch.zeros_like(ig))",
+           "ig = torch.where(ig <= keep * peak, ig, torch.zeros_like(ig))", f"{T_MEASURES}::test_the_saliency_map_keeps_only_the_pixels_near_the_peak"),
+    Mutant("the invariance penalty may draw the identity", "geed/measures/saliency.py",
+           "idx = torch.randint(1, len(group), (x.shape[0],), generator=generator)", "idx = torch.randint(0, len(group), (x.shape[0],), generator=generator)",
+           f"{T_MEASURES}::test_the_invariance_penalty_never_draws_the_identity"),
+    Mutant("spectral norm squared", "geed/measures/sensitivity.py", "new_sigma = _per_sample_norm(jv)", "new_sigma = _per_sample_norm(jtjv)",
+           f"{T_MEASURES}::test_spectral_norm_of_a_linear_map_is_its_largest_singular_value"),
+    Mutant("control perturbations not scaled to the rotation", "geed/measures/sensitivity.py",
+           "noise = noise / _per_sample_norm(noise).clamp_min(1e-30).view(-1, 1, 1, 1) * size.view(-1, 1, 1, 1)",
+           "noise = noise / _per_sample_norm(noise).clamp_min(1e-30).view(-1, 1, 1, 1)",
+           f"{T_MEASURES}::test_the_random_perturbations_are_as_large_as_the_rotations"),
+    Mutant("Lie derivative without the mask", "geed/measures/sensitivity.py", "    if mask:\n        x = x * disc_mask",
+           "    if False:\n        x = x * disc_mask", f"{T_MEASURES}::test_lie_derivative_matches_finite_differences_and_vanishes_for_constant_model"),
+    Mutant("permutations matched against f(g x) itself", "geed/measures/permutations.py", "S = similarity_matrix(Y[i], spatial.act(Y[0], i))",
+           "S = similarity_matrix(Y[i], Y[0])", f"{T_MEASURES}::test_permutation_matching_recovers_the_steerable_permutation"),
+    Mutant("matched permutations stored inverted", "geed/measures/permutations.py", "        perm[rows] = cols\n", "        perm[cols] = rows\n",
+           f"{T_MEASURES}::test_permutation_matching_recovers_the_steerable_permutation"),
+    # training and the book
+    Mutant("a resume restores no random state", "geed/training/checkpoints.py", '    if "torch" in rng:\n        torch.set_rng_state(rng["torch"])',
+           '    if False:\n        torch.set_rng_state(rng["torch"])',
+           "tests/training/test_fit.py::test_a_resumed_fit_with_dropout_ends_where_an_uninterrupted_one_does"),
+    Mutant("after a corrupt checkpoint the later ones are kept", "geed/training/checkpoints.py", "        if s >= first:\n            checkpoint_path",
+           "        if s == first:\n            checkpoint_path",
+           "tests/training/test_digit_training.py::test_a_corrupt_checkpoint_of_a_finished_training_is_named_and_retrained"),
+    Mutant("a resume from a checkpoint without training state", "geed/training/checkpoints.py",
+           '            if "optimizer" not in state:\n                return -1, None\n', "",
+           "tests/training/test_digit_training.py::test_a_corrupt_checkpoint_of_a_finished_training_is_named_and_retrained"),
+    Mutant("a failed chapter is published", "geed/report/book.py", "        if error or errs:\n            failed_dir.mkdir",
+           "        if False:\n            failed_dir.mkdir", "tests/report/test_book.py::test_failing_chapter_is_not_published"),
+    Mutant("parameter cells left in the page", "geed/report/book.py", 'cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})',
+           'cell.metadata["tags"] = sorted(set(tags))', "tests/report/test_book.py::test_successful_chapter_is_published_with_parameter_cells_hidden"),
+]
+
+_SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}
+
+
+def _copy_project(dest: Path) -> None:
+    """The tracked files (git ls-files), or, outside a git checkout, the tree without caches and builds."""
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copytree(ROOT, dest, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if n in _SKIP])
+        return
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def site_count(m: Mutant, root: Path = ROOT) -> int:
+    """How often the mutant's lines occur in its file (1 when it applies)."""
+    path = root / m.path
+    return path.read_text().count(m.old) if path.exists() else 0
+
+
+def run(mutants: list[Mutant], out=print) -> dict[str, list[str]]:
+    """Apply each mutant alone in a copy of the project and run its test; returns the names of those
+    caught, survived (their test passed) and drifted (their lines are no longer in the source)."""
+    result: dict[str, list[str]] = {"caught": [], "survived": [], "drifted": []}
+    with tempfile.TemporaryDirectory(prefix="geed-mutants-") as tmp:
+        copy = Path(tmp)
+        _copy_project(copy)
+        env = {**os.environ, "PYTHONPATH": str(copy) + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+        where = subprocess.run([sys.executable, "-c", "import geed; print(geed.__file__)"], cwd=copy, env=env,
+                               capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(copy)):
+            raise SystemExit(f"the copy's geed is not the one imported (got {where!r}); is another geed first on the path?")
+        # a test that fails without any mutant would count every mutant as caught: they must pass first
+        tests = sorted({m.test for m in mutants})
+        out(f"running the {len(tests)} named tests on the unbroken copy first")
+        base = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=copy, env=env,
+                              capture_output=True, text=True)
+        if base.returncode != 0:
+            raise SystemExit("the named tests do not pass on the unbroken code, so a failure would not show a catch:\n"
+                             + "\n".join((base.stdout + base.stderr).strip().splitlines()[-15:]))
+        for i, m in enumerate(mutants, 1):
+            path = copy / m.path
+            src = path.read_text()
+            if src.count(m.old) != 1:
+                result["drifted"].append(m.name)
+                out(f"[{i}/{len(mutants)}] {m.name}: DRIFTED (its lines occur {src.count(m.old)} times in {m.path})")
+                continue
+            path.write_text(src.replace(m.old, m.new))
+            start = time.time()
+            try:
+                r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", m.test], cwd=copy, env=env,
+                                   capture_output=True, text=True)
+            finally:
+                path.write_text(src)
+            caught = r.returncode == 1  # 1: tests failed; 0 passed; anything else (no test collected, an error) is not a catch
+            if r.returncode not in (0, 1):
+                tail = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
+                out(f"    (pytest exit status {r.returncode}: {tail[0]})")
+            result["caught" if caught else "survived"].append(m.name)
+            out(f"[{i}/{len(mutants)}] {m.name}: {'caught' if caught else 'SURVIVED'} by {m.test} ({time.time() - start:.0f} s)")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="list the mutants and their tests, and stop")
+    ap.add_argument("-k", metavar="WORD", help="only the mutants whose name contains WORD")
+    args = ap.parse_args()
+    chosen = [m for m in MUTANTS if args.k is None or args.k.lower() in m.name.lower()]
+    if not chosen:
+        ap.error(f"no mutant's name contains {args.k!r}; --list shows them")
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}\n    {m.path} -> {m.test}")
+        return 0
+    result = run(chosen)
+    print(f"{len(result['caught'])} of {len(chosen)} caught; survived: {result['survived'] or 'none'}; drifted: {result['drifted'] or 'none'}")
+    return 0 if len(result["caught"]) == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

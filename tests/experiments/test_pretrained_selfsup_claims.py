@@ -66,7 +66,7 @@ def test_claims_43_on_stand_in_weights_are_not_tested():
     assert "on the stand-in the rule gives: holds" in details["4.3-1-a"].figures
 
 
-@pytest.mark.parametrize("n_seeds", [1, 3])
+@pytest.mark.parametrize("n_seeds", [1, 2, 3])
 def test_claims_44_follow_the_numbers(n_seeds):
     # DINO above the supervised model in both distances: the order does not depend on the distance
     assert _verdicts44(_table44(0.1, n_seeds)) == {"4.4-1": C.HOLDS, "4.4-2": C.HOLDS, "4.4-3": C.FAILS}
@@ -75,6 +75,10 @@ def test_claims_44_follow_the_numbers(n_seeds):
     assert v["4.4-1"] == v["4.4-2"] == C.FAILS
     s = summary(_table44(0.1, n_seeds))
     assert set(s["interval"]) == {"across inputs" if n_seeds == 1 else "across models"}
+    # the unit of the comparison: the shared inputs (paired) with one model each, else the models
+    unit = "(paired)" if n_seeds == 1 else f"(n={n_seeds}/{n_seeds})"
+    for _, _, _, verdict in claims_44(_table44(0.1, n_seeds)):
+        assert verdict.figures.count(unit) == 2, verdict.figures
 
 
 def test_claims_44_with_a_collapsed_model_are_not_tested():

@@ -23,19 +23,24 @@ def test_cache_roundtrip_and_key_changes(tmp_path):
     assert cache.key("exp", {"n": 1}, data=np.ones(2)) != cache.key("exp", {"n": 1}, data=np.zeros(2))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage"])
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "flip_byte_in_data", "garbage"])
 def test_corrupt_cache_entry_is_reported_and_recomputed(tmp_path, damage):
+    """A damaged entry is recomputed, never read. A flipped bit inside an array's data still unpickles,
+    into wrong numbers: only the checksum tells."""
     cache = ResultCache(tmp_path)
-    cache.get_or_compute("exp", {"n": 1}, lambda: list(range(100)))
+    cache.get_or_compute("exp", {"n": 1}, lambda: np.arange(1000.0))
     path = cache.path(cache.key("exp", {"n": 1}))
     raw = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(raw[: len(raw) // 2])
     elif damage == "flip_byte":
         path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    elif damage == "flip_byte_in_data":
+        mid = len(raw) // 2
+        path.write_bytes(raw[:mid] + bytes([raw[mid] ^ 0x01]) + raw[mid + 1 :])
     else:
         path.write_bytes(b"not a cache file")
-    with pytest.warns(CacheCorruptionWarning, match="corrupt"):
+    with pytest.warns(CacheCorruptionWarning, match="checksum mismatch"):  # (the folder's name holds "corrupt")
         value, hit = cache.get_or_compute("exp", {"n": 1}, lambda: ["fresh"])
     assert (value, hit) == (["fresh"], False)
     with warnings.catch_warnings():

@@ -132,6 +132,25 @@ def test_simulation_uses_the_ledgers_own_decision():
         assert v.verdict == {0: C.INCONCLUSIVE, 1: C.HOLDS, 2: C.FAILS}[int(code)]
 
 
+def test_the_intervals_shown_beside_a_verdict_are_95_percent_t_intervals():
+    """The interval in a claim's figures: Student's t for a paired difference, Welch's for two groups
+    (as scipy computes them), and values that are not finite are refused, not judged."""
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(1.0, 1.0, 6), rng.normal(0.0, 2.0, 5)
+    paired = C.difference(a[:5], b, "d", paired=True)
+    d = a[:5] - b
+    assert paired.interval == pytest.approx(stats.t.interval(0.95, d.size - 1, loc=d.mean(), scale=stats.sem(d)), rel=1e-12)
+    welch = C.difference(a, b, "d")
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert welch.interval == pytest.approx((ci.low, ci.high), rel=1e-12)
+    with pytest.raises(ValueError, match="finite"):
+        C.difference([1.0, np.nan, 2.0], [0.0, 1.0, 2.0], "d")
+    with pytest.raises(ValueError, match="finite"):
+        C.greater([1.0, 2.0], [0.0, np.inf], "a", "b")
+
+
 def test_every_rule_can_return_every_outcome():
     rng = np.random.default_rng(0)
     up = lambda k: [C.difference(rng.normal(5, 0.1, 5), rng.normal(0, 0.1, 5), "d") for _ in range(k)]  # noqa: E731

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from geed._checks import is_whole
 from geed.actions import Action, SpatialAction, TrivialAction
 from geed.groups import Group, get_group
 from geed.metrics import (
@@ -310,7 +311,7 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
 def _check_chunk_size(chunk_size, optional: bool = False) -> None:
     if chunk_size is None and optional:
         return
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+    if not is_whole(chunk_size):
         raise TypeError(f"chunk_size must be a whole number of orbit inputs{' or None (chosen from the memory budget)' if optional else ''}; "
                         f"got {chunk_size!r}")
     if chunk_size < 1:
@@ -738,7 +739,7 @@ def default_budget(device: torch.device) -> int:
 
 
 def _check_budget(budget: int | None) -> None:
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1):
+    if budget is not None and (not is_whole(budget) or budget < 1):
         raise ValueError(f"the memory budget must be a positive whole number of bytes; got {budget!r}")
 
 

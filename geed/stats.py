@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as _st
 
+from geed._checks import is_whole
+
 __all__ = ["t_interval", "bootstrap_ci", "summarise"]
 
 
@@ -41,7 +43,7 @@ def bootstrap_ci(x, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> t
     """Percentile bootstrap interval of the mean over samples (seeded, so reproducible)."""
     arr = _values(x)
     _check_level(level)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+    if not is_whole(n_boot) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive whole number of resamples; got {n_boot!r}")
     if arr.size == 1:
         return float(arr[0]), float(arr[0])

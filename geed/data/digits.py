@@ -13,7 +13,6 @@ The test set is rotated once by angles drawn uniformly from [0, 360) with a fixe
 """
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from geed._checks import is_whole
 from geed.groups import rotate_batch
 
 __all__ = ["DigitData", "load_digits", "rotated_digits", "random_rotation", "SIZE", "CLASSES"]
@@ -44,7 +44,7 @@ class DigitData:
         return int(self.y.shape[0])
 
     def subset(self, n: int, seed: int = 0) -> "DigitData":
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        if not is_whole(n) or n < 1:
             raise ValueError(f"a subset needs a whole number of points >= 1; got {n!r}")
         if n > len(self):
             raise ValueError(f"asked for {n} points but the set has {len(self)}")

@@ -14,11 +14,11 @@ packages (never downloads; :class:`~geed.models.zoo.WeightsNotFound` says where 
 from __future__ import annotations
 
 import fnmatch
-import numbers
 import os
 
 from torch import nn
 
+from geed._checks import is_whole
 from geed.models import digits, zoo
 
 __all__ = ["create_model", "list_models", "is_digit_model"]
@@ -45,9 +45,9 @@ def create_model(name: str, *, pretrained: bool = False, n_classes: int | None =
     loads an ImageNet model's published body weights (the classifier head stays new: ``n_classes``)."""
     if not isinstance(name, str):
         raise TypeError(f"a model name must be a string; got {type(name).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+    if seed is not None and (not is_whole(seed) or seed < 0):
         raise ValueError(f"seed must be None or a whole number >= 0; got {seed!r}")
-    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 1):
+    if n_classes is not None and (not is_whole(n_classes) or n_classes < 1):
         raise ValueError(f"n_classes must be a whole number >= 1; got {n_classes!r}")
     if is_digit_model(name):
         if pretrained:

@@ -217,12 +217,13 @@ def run(mutants: list[Mutant], out=print) -> dict[str, list[str]]:
             raise SystemExit("the named tests do not pass on the unbroken code, so a failure would not show a catch:\n"
                              + "\n".join((base.stdout + base.stderr).strip().splitlines()[-15:]))
         for i, m in enumerate(mutants, 1):
+            count = site_count(m, copy)
+            if count != 1:
+                result["drifted"].append(m.name)
+                out(f"[{i}/{len(mutants)}] {m.name}: DRIFTED (its lines occur {count} times in {m.path})")
+                continue
             path = copy / m.path
             src = path.read_text()
-            if src.count(m.old) != 1:
-                result["drifted"].append(m.name)
-                out(f"[{i}/{len(mutants)}] {m.name}: DRIFTED (its lines occur {src.count(m.old)} times in {m.path})")
-                continue
             path.write_text(src.replace(m.old, m.new))
             start = time.time()
             try:

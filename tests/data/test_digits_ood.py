@@ -59,9 +59,14 @@ def test_external_sets_read_from_written_files(tmp_path):
 
     char = tmp_path / "omniglot-py" / "images_evaluation" / "Alphabet" / "character01"
     char.mkdir(parents=True)
+    stroke = np.full((105, 105), 255, dtype=np.uint8)  # Omniglot's characters are black strokes on white
+    stroke[30:75, 45:60] = 0
     for k in range(3):
-        Image.fromarray(np.full((105, 105), 255, dtype=np.uint8)).save(char / f"{k}.png")
-    assert ood.load_external("omniglot", tmp_path).shape == (3, 1, 29, 29)
+        Image.fromarray(stroke).save(char / f"{k}.png")
+    glyphs = ood.load_external("omniglot", tmp_path)
+    assert glyphs.shape == (3, 1, 29, 29)
+    # read as the digits are: a bright stroke on a dark ground (the background is 0, the stroke near 1)
+    assert float(glyphs[:, 0, 0, 0].max()) == 0.0 and float(glyphs[:, 0, 14, 14].min()) > 0.9
     with pytest.raises(FileNotFoundError, match="cifar10"):
         ood.load_external("cifar10", tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown data set"):
@@ -73,6 +78,20 @@ def test_offline_ood_sets(name):
     x = ood.ood_set(name, 12)
     assert x.shape == (12, 1, 29, 29) and x.dtype == torch.float32
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0
+
+
+def test_scikit_learns_digits_are_classes_0_to_8():
+    """The 1,797 digits of scikit-learn hold 180 nines (a rotated 6, left out as from MNIST): 1,617 remain."""
+    assert ood.sklearn_digits().shape == (1617, 1, 29, 29)
+
+
+def test_the_in_distribution_set_of_section_42_is_the_set_section_41_measures():
+    """4.2's "rotated-mnist" must be the rotated test digits that 4.1's models are measured on, not upright digits."""
+    from geed.experiments.rotated_digits import evaluation_points
+
+    x41, _ = evaluation_points(10, 2, seed=3)
+    assert torch.equal(ood.ood_set("rotated-mnist", 10, seed=3), x41)
+    assert not torch.equal(x41, data.load_digits("test").subset(10, 3).x)
 
 
 def test_corruptions_change_images_but_keep_range():

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"n_points": 2.5}, "n_points: expected int"),
     ({"width": "wide"}, "width: expected float"),
     ({"width": 0.0}, "width: must be a number > 0"),
+    ({"width": 1.5}, "width: must be a number > 0 and <= 1; got 1.5"),
     ({"seed": True}, "seed: expected int"),
 ])
 def test_a_bad_parameter_is_refused_before_anything_runs(override, says, monkeypatch):
@@ -24,6 +25,15 @@ def test_a_bad_parameter_is_refused_before_anything_runs(override, says, monkeyp
     with pytest.raises(book.BuildError, match="nothing was run") as err:
         book.execute_chapter("section3", "smoke", override, root=ROOT)
     assert says in str(err.value)
+
+
+
+def test_the_normaliser_needs_two_reference_points(monkeypatch):
+    """M is a mean over pairs of distinct reference points: one point has no pair, so it is refused up front."""
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: pytest.fail("the chapter ran"))
+    with pytest.raises(book.BuildError, match="nothing was run") as err:
+        book.execute_chapter("section41", "smoke", {"n_reference": 1}, root=ROOT)
+    assert "n_reference: must be an integer >= 2; got 1" in str(err.value)
 
 
 def test_every_problem_is_named_at_once():

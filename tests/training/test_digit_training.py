@@ -1,4 +1,6 @@
 """Seeded, resumable training of the digit models: resume, reload, corrupt checkpoints, progress lines."""
+import math
+
 import pytest
 import torch
 
@@ -26,6 +28,7 @@ def test_training_is_seeded_resumable_and_reloadable(tmp_path, monkeypatch):
     c = train(cfg, tmp_path / "a", tr, te, progress=False)  # finished: reloaded, not retrained
     assert c.resumed_from == cfg.iterations and c.test_accuracy == a.test_accuracy
     assert 0.0 <= accuracy(c.model(), te) <= 1.0
+    assert a.test_accuracy == accuracy(a.model(), te)  # the accuracy reported is the test set's
 
 
 @pytest.mark.parametrize("family", ["c8cnn-tiny", "cnn-tiny"])
@@ -112,3 +115,39 @@ def test_a_pruned_run_reloads_its_last_checkpoint_and_retrains_identically_when_
     for s, p in full.checkpoints.items():
         state = kept_state(torch.load(p, weights_only=False))
         assert all(torch.equal(state[k], before[s][k]) for k in state), s
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_a_digit_run_trains_on_randomly_rotated_batches_when_augmented(tmp_path, monkeypatch, augment):
+    """Every training batch of an augmented digit run passes through the random rotation, and no batch
+    of an unaugmented one does (the CNN of Sections 4.1-4.2 learns its invariance from them)."""
+    from geed.training import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "random_rotation", lambda x, gen: calls.append(x.shape[0]) or x)
+    cfg = TrainConfig(family="cnn-tiny", width=1 / 24, iterations=3, checkpoint_every=3, batch_size=4, augment=augment)
+    train(cfg, tmp_path, data.load_digits("train"), None, progress=False)
+    assert calls == ([4, 4, 4] if augment else [])
+
+
+def test_the_cosine_schedule_starts_at_the_rate_and_decays_to_zero():
+    cfg = TrainConfig(iterations=100, lr=2e-3)
+    assert cfg.lr_at(1) == pytest.approx(2e-3, rel=1e-12)
+    assert cfg.lr_at(51) == pytest.approx(1e-3, rel=1e-12)  # half way: cos(pi / 2) = 0
+    assert cfg.lr_at(100) == pytest.approx(0.5 * 2e-3 * (1 + math.cos(math.pi * 0.99)), rel=1e-12) and cfg.lr_at(100) < 1e-6
+    assert all(cfg.lr_at(i + 1) < cfg.lr_at(i) for i in range(1, 100))
+    assert TrainConfig(iterations=100, lr=2e-3, schedule="constant").lr_at(100) == 2e-3
+
+
+def test_accuracy_is_measured_in_evaluation_mode_and_changes_no_statistics():
+    """A batch-norm model that is right on both points with its running statistics and wrong on one with
+    the batch's own (training mode): accuracy 1, and the running statistics are left as they were."""
+    from torch import nn
+
+    from geed.training import accuracy_of
+
+    model = nn.Sequential(nn.BatchNorm1d(2))
+    model[0].running_mean.zero_(), model[0].running_var.fill_(1.0)
+    x, y = torch.tensor([[10.0, 0.0], [10.0, 1.0]]), torch.tensor([0, 0])
+    assert accuracy_of(model, x, y) == 1.0
+    assert torch.equal(model[0].running_mean, torch.zeros(2)) and torch.equal(model[0].running_var, torch.ones(2))

@@ -1,4 +1,6 @@
 """The training loop with each objective on image patches (supervised, SimCLR-style, DINO-style), and the augmentation."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -103,3 +105,29 @@ def test_a_run_interrupted_between_checkpoints_resumes_to_the_same_weights(tmp_p
     a, b = full.model().state_dict(), resumed.model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("augment", [True, False])
+def test_a_supervised_patch_run_is_augmented_as_configured(tmp_path, monkeypatch, augment):
+    from geed.training import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "augment", lambda x, gen: calls.append(x.shape[0]) or x)
+    cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective="supervised", iterations=2, record_every=2, batch_size=4,
+                    augment=augment)
+    train(cfg, tmp_path, progress=False)
+    assert calls == ([4, 4] if augment else [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["simclr", "dino"])
+def test_the_self_supervised_heads_are_trained(tmp_path, objective):
+    """The projection head of SimCLR and DINO's student head are optimised with the backbone: their
+    weights after two steps differ from the same run's before any step."""
+    cfg = FitConfig(arch="resnet50-tiny", task="upright-photos", objective=objective, iterations=0, record_every=2, batch_size=4)
+    before = torch.load(train(cfg, tmp_path, progress=False).checkpoints[0], weights_only=False)["objective"]
+    trained = train(replace(cfg, iterations=2), tmp_path, progress=False)
+    after = torch.load(trained.checkpoints[2], weights_only=False)["objective"]
+    key = "proj.0.weight" if objective == "simclr" else "head.0.weight"
+    assert not torch.equal(before[key], after[key])

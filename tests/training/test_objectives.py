@@ -106,3 +106,19 @@ def test_dinos_teacher_is_a_moving_average_of_the_student():
     after, student = obj.teacher_body.state_dict(), model.body.state_dict()
     for k in before:
         torch.testing.assert_close(after[k], 0.9 * before[k] + 0.1 * student[k], rtol=1e-12, atol=1e-12)
+
+
+def test_cross_entropy_sees_the_augmented_batch_and_adds_the_weighted_invariance_penalty(monkeypatch):
+    """The supervised loss is the cross-entropy of the model on the *augmented* batch, plus
+    ``invariance_weight`` times the LI penalty (here a stand-in of known value) on that batch."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    x, y = _images(4), torch.tensor([0, 2, 1])
+    flipped = lambda x, gen: x.flip(-1)  # noqa: E731
+    seen = []
+    monkeypatch.setattr(O, "logit_invariance_penalty", lambda m, xs, logits, group, gen: seen.append(xs) or torch.tensor(2.5, dtype=torch.float64))
+    with torch.no_grad():
+        plain = float(nn.functional.cross_entropy(model(x.flip(-1)), y))
+    assert O.CrossEntropy(flipped).loss(model, x, y, None).item() == pytest.approx(plain, rel=1e-12)
+    assert O.CrossEntropy(flipped, invariance_weight=0.3).loss(model, x, y, None).item() == pytest.approx(plain + 0.3 * 2.5, rel=1e-12)
+    assert torch.equal(seen[-1], x.flip(-1))
+    assert O.CrossEntropy(None).loss(model, x, y, None).item() != pytest.approx(plain)

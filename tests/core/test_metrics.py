@@ -128,6 +128,20 @@ def test_fhat_over_nontrivial_kernel():
     assert np.allclose(r.per_pair, expected[:, None])
 
 
+
+def test_on_one_pixel_maps_every_rotation_is_in_the_kernel():
+    """A 1 x 1 map does not move under a rotation or a flip, so every element acts as the identity there
+    (fhat is the mean over the whole orbit), while on larger maps only the identity does; a shift is
+    never in the kernel of a wider map."""
+    for name in ("C4", "C8", "D4"):
+        g = geed.get_group(name)
+        action = SpatialAction(g)
+        assert action.kernel((2, 3, 1, 1)) == list(range(len(g)))
+        assert action.kernel((2, 3, 5, 5)) == [0]
+        Y = torch.randn(len(g), 2, 3, 1, 1, dtype=torch.float64)
+        torch.testing.assert_close(orbit_mean(Y, action), Y.mean(0), rtol=1e-12, atol=1e-12)
+
+
 def test_hand_computed_example():
     for key, (measured, by_hand) in hand_example().items():
         assert measured == pytest.approx(by_hand, rel=1e-12, abs=1e-12), key

@@ -148,3 +148,71 @@ def test_a_damaged_record_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unreadable"):
         s44.earlier_protocol(_default44(), records=tmp_path)
     assert s44.earlier_protocol(_default44(), records=tmp_path / "none") is None
+
+
+def test_section_44_divides_by_the_normaliser_of_its_reference_patches():
+    """M of each model is the mean distance between its latent vectors on the reference patches (the
+    test patches of the next seed), not on the measured ones."""
+    from geed import orbit
+    from geed.data.patches import get_task
+    from geed.experiments import selfsup as S
+    from geed.metrics import mean_pairwise
+    from geed.models import create_model
+
+    model = create_model("resnet50-tiny", n_classes=1, seed=0).eval()
+    table = S.measure({"m": [model]}, n_points=3, n_reference=4, seed=2)
+    x_ref, _ = get_task(S.TASK).fixed("test", 4, 3)
+    Z = orbit.forward_outputs(model, x_ref, [model.latent_layer])[model.latent_layer]
+    for dist in ("l2", "cosine"):
+        M = float(table[table.metric == f"latent_{dist}"]["M"].iloc[0])
+        assert M == pytest.approx(mean_pairwise(Z, dist), rel=1e-5), dist
+    # the group is the left-right mirror: each input and its mirror image sit |z - z'| / 2 from their mean
+    x, _ = get_task(S.TASK).fixed("test", 3, 2)
+    z, zm = (orbit.forward_outputs(model, v, [model.latent_layer])[model.latent_layer].double() for v in (x, x.flip(-1)))
+    by_hand = ((z - zm).norm(dim=1) / 2 / mean_pairwise(Z, "l2")).numpy()
+    got = table[table.metric == "latent_l2"].sort_values("sample")["value"].to_numpy()
+    assert got == pytest.approx(by_hand, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_section_43_starts_the_pretrained_runs_from_the_pretrained_weights(tmp_path, monkeypatch):
+    """Of the two initialisations, "pretrained" starts from the weights its loader writes and "from
+    scratch" from the seeded random ones."""
+    import torch
+
+    from geed.experiments import pretrained as P
+
+    monkeypatch.setenv("GEED_CACHE_DIR", str(tmp_path / "results"))
+
+    def loader(model):
+        with torch.no_grad():
+            for p in model.body.parameters():
+                p.fill_(0.5)
+
+    runs = P.train_architecture("resnet50-tiny", [0], iterations=0, record_every=1, batch_size=2, lr=1e-3,
+                                pretrained=("marked", loader), progress=False)
+    start = {init: runs[init][0].model(0).body.state_dict() for init in P.INITS}
+    weights = [k for k, v in start["pretrained"].items() if k.endswith("weight") and v.dim() > 1]
+    assert weights and all(bool((start["pretrained"][k] == 0.5).all()) for k in weights)
+    assert not any(bool((start["from scratch"][k] == 0.5).all()) for k in weights)
+
+
+def test_section_43_measures_c8_on_the_rotations_of_its_d8_orbit():
+    """C8-EED taken from the rotation half of the D8 orbit equals C8-EED from an orbit of C8 alone."""
+    import geed
+    from geed import orbit
+    from geed.data.patches import get_task
+    from geed.experiments import pretrained as P
+    from geed.metrics import latent_eed
+    from geed.models import create_model
+
+    model = create_model("resnet50-tiny", n_classes=9, seed=0).eval()
+    x, _ = get_task(P.TARGET_TASK).fixed("test", 3, 0)
+    x_ref, _ = get_task(P.TARGET_TASK).fixed("test", 4, 1)
+    rows = {(r["metric"], r["group"]): r["value"] for r in P.measure(model, x, x_ref)}
+    c8 = geed.get_group("C8", mask=True)
+    Z = orbit.orbit_outputs(model, x, c8, [model.latent_layer])[model.latent_layer]
+    Z_ref = orbit.forward_outputs(model, x_ref, [model.latent_layer])[model.latent_layer]
+    for dist in ("l2", "cosine"):
+        want = latent_eed(Z, c8, dist, normalise=True, reference_points=Z_ref).value
+        assert rows[(f"latent_{dist}", "C8")] == pytest.approx(want, rel=1e-5), dist

@@ -4,6 +4,9 @@ import itertools
 import numpy as np
 import pandas as pd
 
+import pytest
+
+from geed.experiments import rotated_digits as rd
 from geed.experiments.rotated_digits import claims_41, claims_42
 from geed.report import claims as C
 
@@ -61,6 +64,23 @@ def test_claims_42_follow_the_numbers():
     assert {k: same[k] for k in ("4.2-2", "4.2-3", "4.2-5", "4.2-6")} == dict.fromkeys(("4.2-2", "4.2-3", "4.2-5", "4.2-6"), C.INCONCLUSIVE), same
 
 
+
+def test_claim_42_7_places_the_trained_cnn_between_its_in_distribution_value_and_the_untrained_cnn():
+    """Latent G-EED of the trained CNN out of distribution must lie above its own in-distribution value
+    and below the untrained CNN's on the same set; the untrained CNN's in-distribution value plays no part."""
+    def verdict(levels):  # (model, data set) -> latent l2 level
+        rng = np.random.default_rng(3)
+        rows = [{"model": m, "seed": s, "dataset": d, "metric": metric, "value": lv + 0.005 * rng.normal()}
+                for (m, d), lv in levels.items() for s in range(4) for metric in ("latent_l2", "softmax")]
+        return {cid: v.verdict for cid, _, _, v in claims_42(pd.DataFrame(rows))}["4.2-7"]
+
+    between = {("CNN", "rotated-mnist"): 0.2, ("CNN", "noise"): 0.4, ("untrained CNN", "noise"): 0.8, ("untrained CNN", "rotated-mnist"): 0.6,
+               ("C8-CNN", "rotated-mnist"): 0.1, ("C8-CNN", "noise"): 0.2}
+    assert verdict(between) == C.HOLDS
+    assert verdict({**between, ("CNN", "noise"): 0.1}) == C.FAILS  # more invariant out of distribution than in it
+    assert verdict({**between, ("CNN", "noise"): 0.9}) == C.FAILS  # less invariant than the untrained CNN
+
+
 def test_section3_sentences_follow_the_tables():
     import pandas as pd
 
@@ -100,3 +120,21 @@ def test_claims_measured_under_another_group_say_so():
     assert "C8-CNN" in c4["4.1-2"][0]  # the model keeps its name
     text42 = {cid: text for cid, _, text, _ in claims_42(_ood({"untrained CNN": (0.8, 1e-8), "CNN": (0.3, 0.02), "C8-CNN": (0.25, 0.01)}), group="D4")}
     assert "softmax D4-EED" in text42["4.2-5"] and "measured under D4" in text42["4.2-5"]
+
+
+def test_out_of_distribution_the_normaliser_is_computed_on_each_data_set():
+    """Section 4.2 divides latent G-EED on each data set by M of that data set's own reference points
+    (the points after the measured ones), not by the in-distribution M."""
+    from geed import orbit
+    from geed.data.ood import ood_set
+    from geed.metrics import mean_pairwise
+    from geed.models import create_model
+
+    sets = ["rotated-mnist", "uniform-noise"]
+    table = rd.ood_measurements({}, [0], 0.0417, sets, n_points=3, n_reference=4, progress=False)
+    model = create_model("cnn", width=0.0417, seed=0).eval()
+    for name in sets:
+        x_ref = ood_set(name, 7, 0)[3:]
+        Z = orbit.forward_outputs(model, x_ref, [model.latent_layer])[model.latent_layer]
+        row = table[(table.dataset == name) & (table.metric == "latent_l2")]
+        assert float(row["M"].iloc[0]) == pytest.approx(mean_pairwise(Z, "l2"), rel=1e-5), name

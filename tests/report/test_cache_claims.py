@@ -21,6 +21,19 @@ def test_cache_roundtrip_and_key_changes(tmp_path):
     assert (hit1, hit2, hit3) == (False, True, False)
     assert len(calls) == 2 and np.array_equal(v2["a"], np.arange(3))
     assert cache.key("exp", {"n": 1}, data=np.ones(2)) != cache.key("exp", {"n": 1}, data=np.zeros(2))
+    assert cache.key("exp", {"n": 1}, data=np.ones(2)) != cache.key("exp", {"n": 1}, data=np.ones((1, 2)))
+
+
+def test_a_result_of_other_code_is_never_reused(tmp_path, monkeypatch):
+    """The key holds the version of the code: a result computed before a change to geed is recomputed after it."""
+    from geed.report import cache as cache_module
+
+    cache = ResultCache(tmp_path)
+    calls = []
+    cache.get_or_compute("exp", {"n": 1}, lambda: calls.append(1) or 1)
+    monkeypatch.setattr(cache_module, "code_version", lambda: "another-version")
+    _, hit = cache.get_or_compute("exp", {"n": 1}, lambda: calls.append(1) or 1)
+    assert not hit and len(calls) == 2
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "flip_byte_in_data", "garbage"])

@@ -2,14 +2,15 @@
 
 Each *mutant* below changes one line (or a few) of ``geed`` at a place that decides a number or a
 verdict -- a distance, a normaliser, an interval, a correction for several comparisons, a rule's
-threshold, what a training resume restores, what the book publishes -- into a plausible mistake, and
+threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
+restores, what the book publishes -- into a plausible mistake, and
 names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 9 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 16 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -192,6 +193,10 @@ MUTANTS = [
            'ROTATED = {"orientation-free": True, "upright-photos": False}',
            'ROTATED = {"orientation-free": False, "upright-photos": False}',
            'tests/data/test_patches.py::test_orientation_free_patches_are_turned_and_upright_ones_are_not'),
+    Mutant('the fixed test patches cut from the training rows', 'geed/data/patches.py',
+           'return self.sample(split, n, torch.Generator().manual_seed(10_007 * (seed + 1) + (split == "test")))',
+           'return self.sample("train", n, torch.Generator().manual_seed(10_007 * (seed + 1) + (split == "test")))',
+           'tests/data/test_patches.py::test_training_and_test_patches_come_from_separate_rows'),
     Mutant("SimCLR's positive is the anchor itself", 'geed/training/objectives.py',
            'target = _on(model, torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]))',
            'target = _on(model, torch.cat([torch.arange(0, n), torch.arange(n, 2 * n)]))',

@@ -39,7 +39,8 @@ def _row_coded_images(monkeypatch, h=192, w=256):
 
 @pytest.mark.parametrize("name", ["orientation-free", "upright-photos"])
 def test_training_and_test_patches_come_from_separate_rows(monkeypatch, name):
-    """Training patches lie within the top 70% of the rows of their image, test patches below them:
+    """Training patches lie within the top 70% of the rows of their image, test patches below them, whether
+    drawn at random or as a fixed set (the measured test points):
     the centre pixel of a patch is the centre of the window it was cut from (a turn about it leaves it)."""
     from geed.data.patches import TRAIN_FRACTION
 
@@ -47,8 +48,8 @@ def test_training_and_test_patches_come_from_separate_rows(monkeypatch, name):
     task = get_task(name)
     half = (int(SIZE * 2 ** 0.5 + 0.999) + 2) // 2 if task.rotated else SIZE // 2  # half the window, as cut
     cut = int(h * TRAIN_FRACTION)
-    for split in ("train", "test"):
-        x, _ = task.sample(split, 200, torch.Generator().manual_seed(1))
+    for split, x in [(split, patches) for split in ("train", "test")
+                     for patches in (task.sample(split, 200, torch.Generator().manual_seed(1))[0], task.fixed(split, 100, seed=4)[0])]:
         centre_rows = torch.round(x[:, 0, SIZE // 2, SIZE // 2] * h)
         if split == "train":
             assert centre_rows.min() >= half and centre_rows.max() <= cut - half - 1, (split, centre_rows.min(), centre_rows.max())

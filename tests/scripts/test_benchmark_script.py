@@ -51,7 +51,9 @@ def test_the_peak_memory_child_reports_above_the_resident_memory_before(bench, c
     import json
 
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["above_mb"] >= 0 and out["peak_mb"] > out["above_mb"]
+    # Linux keeps a process's resident-memory counts per CPU and reads them approximately (to a few hundred
+    # kB on two cores), so a run that adds nothing can read a little below the mark taken before it
+    assert out["above_mb"] >= -2 and out["peak_mb"] > out["above_mb"], out
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ mutant there alone, runs its test, and reports which were caught. A mutant whose
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 16 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 17 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -310,6 +310,27 @@ MUTANTS = [
            'flip = get_group("flip")',
            'flip = get_group("C2")',
            'tests/experiments/test_pretrained_selfsup_claims.py::test_section_44_divides_by_the_normaliser_of_its_reference_patches'),
+    # the chapter beyond the paper
+    Mutant('M-1 with the models swapped', 'geed/experiments/beyond.py',
+           'C.compare(v(lvg, model="C8-CNN", group=gname, beta=b0, metric="SI"), v(lvg, model="augmentation CNN", group=gname, beta=b0, metric="SI"),',
+           'C.compare(v(lvg, model="augmentation CNN", group=gname, beta=b0, metric="SI"), v(lvg, model="C8-CNN", group=gname, beta=b0, metric="SI"),',
+           'tests/experiments/test_beyond_group.py::test_the_claims_follow_the_numbers_in_both_directions'),
+    Mutant('M-2 with the shifts swapped', 'geed/experiments/beyond.py',
+           'C.compare(v(lvg, model="augmentation CNN", group=gname, beta=b1, metric="DI"), v(lvg, model="augmentation CNN", group=gname, beta=b0, metric="DI"),',
+           'C.compare(v(lvg, model="augmentation CNN", group=gname, beta=b0, metric="DI"), v(lvg, model="augmentation CNN", group=gname, beta=b1, metric="DI"),',
+           'tests/experiments/test_beyond_group.py::test_the_claims_follow_the_numbers_in_both_directions'),
+    Mutant('K-4.2 with trained and untrained swapped', 'geed/experiments/beyond.py',
+           'C.difference(v(c, model="augmentation CNN", dataset=d), v(c, model="untrained CNN", dataset=d), f"trained - untrained [{d}]")',
+           'C.difference(v(c, model="untrained CNN", dataset=d), v(c, model="augmentation CNN", dataset=d), f"trained - untrained [{d}]")',
+           'tests/experiments/test_beyond_group.py::test_the_claims_follow_the_numbers_in_both_directions'),
+    Mutant('K-A.4 without the matched permutation', 'geed/experiments/beyond.py',
+           'v(per_model, model="augmentation CNN", variant="matched permutation")',
+           'v(per_model, model="augmentation CNN", variant="declared action")',
+           'tests/experiments/test_beyond_group.py::test_the_claims_follow_the_numbers_in_both_directions'),
+    Mutant('the regulariser tuned on test digits', 'geed/experiments/beyond.py',
+           'held_out = rotated_digits("train", seed=params["seed"] + 1)',
+           'held_out = rotated_digits("test", seed=params["seed"] + 1)',
+           'tests/experiments/test_beyond_tuning.py::test_the_si_target_is_measured_on_training_digits_held_out_from_every_evaluation'),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

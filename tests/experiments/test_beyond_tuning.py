@@ -50,3 +50,16 @@ def test_when_the_largest_weight_is_not_the_most_invariant_the_sentence_names_bo
     assert "weight 10 gave the highest SI (0.890" in sentence and "are given for weight 10 as well" in sentence
     monotone = table.assign(**{"SI (held-out training digits)": [0.5, 0.6, 0.7, 0.8]})
     assert "highest SI" not in bx.tuning_sentence(monotone, 0.95)
+
+
+def test_the_si_target_is_measured_on_training_digits_held_out_from_every_evaluation(monkeypatch):
+    """The digits the rule measures SI on are rotated *training* digits: the chapter's evaluations use the
+    test split, so choosing the weight on them would tune to the data that judges it."""
+    from geed.data import digits
+
+    _fake(monkeypatch, {1.0: 0.99, 3.0: 0.99, 10.0: 0.99, 30.0: 0.99})
+    splits = []
+    real = digits.rotated_digits
+    monkeypatch.setattr(digits, "rotated_digits", lambda split="test", *a, **k: splits.append(split) or real(split, *a, **k))
+    bx.tune_regulariser(PARAMS, progress=False)
+    assert splits == ["train"]

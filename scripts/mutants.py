@@ -10,7 +10,7 @@ mutant there alone, runs its test, and reports which were caught. A mutant whose
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 17 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 18 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -331,6 +331,23 @@ MUTANTS = [
            'held_out = rotated_digits("train", seed=params["seed"] + 1)',
            'held_out = rotated_digits("test", seed=params["seed"] + 1)',
            'tests/experiments/test_beyond_tuning.py::test_the_si_target_is_measured_on_training_digits_held_out_from_every_evaluation'),
+    # Section 3 and the book driver
+    Mutant("the floor's no-mask rows measured with the mask", 'geed/experiments/section3.py',
+           '                    g = get_group(gname, mask=mask)\n                    rep = ev.evaluate(model, x, g, channelwise',
+           '                    g = get_group(gname, mask=True)\n                    rep = ev.evaluate(model, x, g, channelwise',
+           'tests/experiments/test_rotated_digits_claims.py::test_long_measurements_report_progress'),
+    Mutant("S3-4's latent space never scaled", 'geed/experiments/section3.py',
+           '            r = latent_eed(c * Z, g, "l2", normalise=normalise)',
+           '            r = latent_eed(Z, g, "l2", normalise=normalise)',
+           'tests/experiments/test_rotated_digits_claims.py::test_the_scale_table_scales_the_latent_space'),
+    Mutant('a run that never recorded its claims goes on to publish', 'geed/report/book.py',
+           '        if not error and not errs and not staged.exists():',
+           '        if False:',
+           'tests/report/test_book.py::test_a_chapter_that_never_records_its_run_is_not_published'),
+    Mutant('the page carries another run id than its claims', 'geed/report/book.py',
+           'nb.metadata["geed"] = {"run_id": run_id,',
+           'nb.metadata["geed"] = {"run_id": "0" * 12,',
+           'tests/report/test_pipeline.py::test_claims_are_published_with_the_page_and_a_failed_run_changes_neither'),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

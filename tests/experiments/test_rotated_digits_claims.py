@@ -100,14 +100,30 @@ def test_section3_sentences_follow_the_tables():
     assert "not exactly" in s3.figure1_sentence(fig1.assign(value=[-0.9, 0.0]))
 
 
+@pytest.mark.slow
 def test_long_measurements_report_progress(capsys):
     from geed.data.digits import rotated_digits
     from geed.experiments import section3 as s3
 
     x = rotated_digits("test").subset(2, seed=0).x
-    s3.interpolation_floor(x, 0.0417, [0])
+    floor = s3.interpolation_floor(x, 0.0417, [0])
     out = capsys.readouterr().out
     assert "[interpolation floor] c8cnn, model 1/1" in out and "[interpolation floor] cnn, model 1/1" in out
+    # the settings are what their rows say: under C8, the corners that leave the frame count only without the mask
+    c8 = floor[(floor.family == "c8cnn") & (floor.group == "C8")].pivot_table(index="block", columns="mask", values="deviation")
+    assert not np.allclose(c8[True], c8[False])
+
+
+def test_the_scale_table_scales_the_latent_space():
+    """Section 3's table of scales: unnormalised latent G-EED is proportional to the scale of the latent
+    space (the l2 distance is), and the value divided by M is the same at every scale."""
+    from geed.data.digits import rotated_digits
+    from geed.experiments import section3 as s3
+
+    table = s3.normalisation_by_m(rotated_digits("test").subset(4, seed=0).x, 0.0417, 0, scales=(1.0, 10.0))
+    raw = table[table.variant == "unnormalised"].set_index("scale")["mean"]
+    normed = table[table.variant == "normalised by M"].set_index("scale")["mean"]
+    assert raw[10.0] == pytest.approx(10 * raw[1.0], rel=1e-9) and normed[10.0] == pytest.approx(normed[1.0], rel=1e-9)
 
 
 def test_claims_measured_under_another_group_say_so():

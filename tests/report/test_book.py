@@ -54,6 +54,21 @@ def test_failing_chapter_is_not_published(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_chapter_that_never_records_its_run_is_not_published(tmp_path, monkeypatch):
+    """A notebook that runs without error but never starts its ``Chapter`` has no claims to publish with
+    its page: it fails with that reason, and neither a page nor a half-written page is left."""
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, ["profile = 'x'\nn = 1", "print(n)"])
+    nb = nbformat.read(root / "notebooks" / "demo.ipynb", as_version=4)
+    nb.cells[1].source = "pass  # no Chapter"
+    nbformat.write(nb, root / "notebooks" / "demo.ipynb")
+    with pytest.raises(book.BuildError, match="never recorded its run"):
+        book.execute_chapter("demo", "smoke", root=root)
+    chapters = root / "book" / "chapters"
+    assert not chapters.exists() or not any(chapters.iterdir())
+
+
+@pytest.mark.slow
 def test_successful_chapter_is_published_with_parameter_cells_hidden(tmp_path, monkeypatch):
     monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
     root = _project(tmp_path, ["profile = 'x'\nn = 1", "print('n is', n)"])

@@ -7,12 +7,13 @@ cache that only records the keys it is asked for; changing any one of the listed
 change a key.
 """
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from geed.report import book
-from geed.training import TrainConfig, TrainResult
+from geed.training import TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,11 +37,11 @@ def _defaults(chapter: str) -> dict:
 
 def _runs(params: dict, families=None, after=None, need_steps=False) -> dict:
     """Stand-in for ``section41.trained_models``: one finished run per family, with two recorded steps."""
-    base = TrainConfig(width=params["width"], iterations=params["iterations"], checkpoint_every=params["checkpoint_every"],
-                       batch_size=params["batch_size"], lr=params["lr"])
+    from geed.experiments import section41
+
     out = {}
     for label, fields in (families or {"CNN": {"family": "cnn"}, "C8-CNN": {"family": "c8cnn"}}).items():
-        cfg = TrainConfig(**{**base.__dict__, **fields})
+        cfg = replace(section41._base(params), **fields)  # the configuration the chapter itself builds
         res = TrainResult(cfg, {0: Path("step0"), params["iterations"]: Path("last")})
         out[label] = [after(res) if after is not None else res]
     return out

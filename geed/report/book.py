@@ -34,6 +34,7 @@ from typing import Any
 
 from geed.report import claims, parameters, paths
 from geed.report.cache import code_version
+from geed.report.ledger import counts as verdict_counts
 
 __all__ = ["chapters", "load_profile", "execute_chapter", "build", "main"]
 
@@ -303,11 +304,12 @@ def glance(root: Path | None = None) -> str:
               "chapter's own measurements (see the [claims ledger](chapters/ledger)).", "",
               "| chapter | " + " | ".join(claims.STATUSES) + " | headline claim and its verdict |",
               "|---|" + "---|" * len(claims.STATUSES) + "---|"]
+    per_chapter = verdict_counts(ledger, names)
     for c in names:
         rows = ledger[ledger.chapter == c]
         if rows.empty:
             continue
-        counts = [str(int((rows.verdict == s).sum())) for s in claims.STATUSES]
+        counts = [str(int(per_chapter.loc[c, s])) for s in claims.STATUSES]
         key = rows[rows.key].iloc[0] if rows.key.any() else rows.iloc[0]
         figures = key["figures"] or ""
         figures = figures if len(figures) <= 160 else figures[:157] + "..."

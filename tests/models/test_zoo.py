@@ -166,3 +166,85 @@ def test_efficientnet_lite_weights_that_do_not_fit_are_refused():
         zoo.load_pretrained(create_model("efficientnet_lite1", n_classes=9), state)
     with pytest.raises(ValueError, match="no classifier of shape"):
         zoo.load_pretrained(model, state, with_head=True)
+
+
+# the statistics each publisher's weights were trained with: torchvision's and timm's own records of their
+# weights, and for the two self-supervised ResNet50s their training code (DINO standardises with ImageNet's
+# statistics; SimCLR's official checkpoints, and the PyTorch conversions of them, take pixels in [0, 1] as they are)
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+RAW_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def _publisher_stats():
+    from timm.models import get_pretrained_cfg
+    from torchvision.models import get_weight
+
+    tv = {"resnet50": "ResNet50_Weights.IMAGENET1K_V2", "alexnet": "AlexNet_Weights.IMAGENET1K_V1",
+          "densenet121": "DenseNet121_Weights.IMAGENET1K_V1"}
+    timm_ids = {"levit_192": "levit_192.fb_dist_in1k", "resnetv2_50x1.bit": "resnetv2_50x1_bit.goog_in21k_ft_in1k",
+                **{f"efficientnet_lite{k}": f"tf_efficientnet_lite{k}.in1k" for k in (0, 1, 2)}}
+    out = {n: (tuple(get_weight(w).transforms().mean), tuple(get_weight(w).transforms().std)) for n, w in tv.items()}
+    out.update({n: (tuple(get_pretrained_cfg(i).mean), tuple(get_pretrained_cfg(i).std)) for n, i in timm_ids.items()})
+    out.update({"resnet50.dino": IMAGENET_STATS, "resnet50.simclr": RAW_PIXELS})
+    return out
+
+
+def test_each_architecture_is_standardised_as_its_published_weights_expect():
+    stats = _publisher_stats()
+    assert set(stats) == set(zoo.SPECS)
+    for name, (mean, std) in stats.items():
+        model = create_model(name + "-tiny" if "." not in name else name.replace(".", "-tiny.", 1), n_classes=2)
+        torch.testing.assert_close(model.adapt.mean.flatten(), torch.tensor(mean), msg=name)
+        torch.testing.assert_close(model.adapt.std.flatten(), torch.tensor(std), msg=name)
+
+
+def test_torchvisions_own_file_names_are_looked_for():
+    from torchvision.models import get_weight
+
+    for name, weights in (("resnet50", "ResNet50_Weights.IMAGENET1K_V1"), ("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+                          ("alexnet", "AlexNet_Weights.IMAGENET1K_V1"), ("densenet121", "DenseNet121_Weights.IMAGENET1K_V1")):
+        assert get_weight(weights).url.rsplit("/", 1)[-1] in zoo.SPECS[name].files
+
+
+def test_the_input_adapter_standardises_each_channel():
+    """Pixels at the mean plus k standard deviations come out as k, channel by channel; a grey image is
+    read as the same value in all three channels."""
+    adapt = zoo.InputAdapter((0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
+    k = torch.tensor([-1.0, 0.5, 2.0]).view(1, 3, 1, 1)
+    x = (torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1) + k * torch.tensor([0.5, 0.25, 2.0]).view(1, 3, 1, 1)).expand(2, 3, 4, 4)
+    torch.testing.assert_close(adapt(x), k.expand(2, 3, 4, 4))
+    grey = adapt(torch.full((1, 1, 4, 4), 0.6))
+    torch.testing.assert_close(grey[0, :, 0, 0], torch.tensor([(0.6 - 0.1) / 0.5, (0.6 - 0.2) / 0.25, (0.6 - 0.3) / 2.0]))
+
+
+def test_a_full_dino_checkpoint_gives_the_teacher_not_the_student(tmp_path):
+    teacher, t_state = _published_layout("resnet50-tiny", seed=1)
+    _, s_state = _published_layout("resnet50-tiny", seed=2)
+    full = {"student": {f"module.backbone.{k}": v for k, v in s_state.items()},
+            "teacher": {f"backbone.{k}": v for k, v in t_state.items()}, "epoch": 100}
+    torch.save(full, tmp_path / "dino_full.pth")
+    dst = create_model("resnet50-tiny.dino", seed=3)
+    zoo.load_pretrained(dst, tmp_path / "dino_full.pth")
+    assert _same_body(teacher, dst)
+
+
+def test_a_weights_dir_passed_as_argument_comes_before_the_environment(tmp_path, monkeypatch):
+    for d in ("arg", "env"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "resnet50-11ad3fa6.pth").write_bytes(b"x")
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path / "env"))
+    assert zoo.find_weights("resnet50", tmp_path / "arg").parent == tmp_path / "arg"
+    assert zoo.find_weights("resnet50").parent == tmp_path / "env"
+
+
+def test_levit_attention_biases_keep_their_orientation_when_resized():
+    """Biases that grow down the rows of their grid (and are constant along each row) are resampled, not
+    reordered: after resizing to a smaller grid they are still constant along each row and grow down the
+    rows, close to the values at the new rows' centres (bicubic resampling, PyTorch's a = -0.75, is within
+    0.05 of a linear ramp here; nearest-neighbour sampling is off by at least 1)."""
+    r0, r1 = 14, 4
+    ramp = torch.arange(r0, dtype=torch.float64).repeat_interleave(r0).reshape(1, r0 * r0).expand(2, -1)  # value = row index
+    out = zoo._resize_biases(ramp, torch.Size([2, r1 * r1])).reshape(2, r1, r1)
+    centres = (torch.arange(r1, dtype=torch.float64) + 0.5) * r0 / r1 - 0.5  # where each new row samples the old grid
+    torch.testing.assert_close(out[0], out[0, :, :1].expand(r1, r1), atol=1e-9, rtol=0)
+    torch.testing.assert_close(out[0, :, 0], centres, atol=0.06, rtol=0)

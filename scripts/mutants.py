@@ -3,14 +3,15 @@
 Each *mutant* below changes one line (or a few) of ``geed`` at a place that decides a number or a
 verdict -- a distance, a normaliser, an interval, a correction for several comparisons, a rule's
 threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
-restores, what the book publishes -- into a plausible mistake, and
+restores, what the book publishes, how published weights are read, what a chart or the ledger's page shows -- into a
+plausible mistake, and
 names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 18 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 20 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -58,6 +59,12 @@ CACHE_KEYS = "tests/experiments/test_cache_keys.py::test_a_change_of_any_measure
 FLIP_EED_44 = "tests/experiments/test_pretrained_selfsup_claims.py::test_section_44_divides_by_the_normaliser_of_its_reference_patches"
 BEYOND_DIRECTIONS = "tests/experiments/test_beyond_group.py::test_the_claims_follow_the_numbers_in_both_directions"
 S3_EACH_FAILS = "tests/experiments/test_section3_claims.py::test_each_claim_fails_when_its_part_is_false_and_only_it"
+ZOO, PRETRAINED, CHARTS, LEDGER = "geed/models/zoo.py", "geed/experiments/pretrained.py", "geed/report/charts.py", "geed/report/ledger.py"
+T_ZOO, T_43, T_CHARTS, T_LEDGER = ("tests/models/test_zoo.py", "tests/experiments/test_pretrained_selfsup_claims.py", "tests/report/test_charts.py",
+                                  "tests/report/test_ledger.py")
+ADAPTER = f"{T_ZOO}::test_the_input_adapter_standardises_each_channel"
+BIAS_ORIENTATION = f"{T_ZOO}::test_levit_attention_biases_keep_their_orientation_when_resized"
+LEDGER_ROWS = f"{T_LEDGER}::test_the_page_shows_each_claim_with_its_verdict_colour_and_its_rates"
 
 MUTANTS = [
     # the metrics
@@ -368,6 +375,45 @@ MUTANTS = [
            'nb.metadata["geed"] = {"run_id": run_id,',
            'nb.metadata["geed"] = {"run_id": "0" * 12,',
            'tests/report/test_pipeline.py::test_claims_are_published_with_the_page_and_a_failed_run_changes_neither'),
+    # the zoo's weights and inputs, Section 4.3's sources and reference points, the charts and the ledger's page
+    Mutant("inputs multiplied by the std", ZOO, "return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)",
+           "return (x - self.mean.to(x.dtype)) * self.std.to(x.dtype)", ADAPTER),
+    Mutant("a grey image read as red", ZOO, "x = x.expand(-1, 3, -1, -1)", "x = torch.cat([x, torch.zeros_like(x), torch.zeros_like(x)], 1)",
+           ADAPTER),
+    Mutant("ResNet50 standardised as BiT", ZOO, 'ZooSpec("resnet50", _resnet50, "4.3, 4.4", files=',
+           'ZooSpec("resnet50", _resnet50, "4.3, 4.4", norm=HALF, files=',
+           f"{T_ZOO}::test_each_architecture_is_standardised_as_its_published_weights_expect"),
+    Mutant("DINO's student read", ZOO, 'for key in ("teacher", "state_dict", "model", "net"):',
+           'for key in ("student", "teacher", "state_dict", "model", "net"):',
+           f"{T_ZOO}::test_a_full_dino_checkpoint_gives_the_teacher_not_the_student"),
+    Mutant("the environment's weights dir before the argument", ZOO, "dirs = [weights_dir, os.environ.get(WEIGHTS_ENV)]",
+           "dirs = [os.environ.get(WEIGHTS_ENV), weights_dir]",
+           f"{T_ZOO}::test_a_weights_dir_passed_as_argument_comes_before_the_environment"),
+    Mutant("the HF cache's main ref ignored", ZOO, "named = snaps / ref.read_text().strip() if ref.is_file() else None", "named = None",
+           f"{T_ZOO}::test_the_hf_cache_entry_is_read_at_the_revision_its_main_ref_names"),
+    Mutant("LeViT's biases transposed", ZOO, "grid = b.reshape(1, b.shape[0], r0, r0).float()",
+           "grid = b.reshape(1, b.shape[0], r0, r0).transpose(-1, -2).float()", BIAS_ORIENTATION),
+    Mutant("LeViT's biases resized by the nearest value", ZOO, 'mode="bicubic", align_corners=False).reshape(shape)',
+           'mode="nearest").reshape(shape)', BIAS_ORIENTATION),
+    Mutant("4.3's auto source never published", PRETRAINED, 'if source in ("auto", "published"):', 'if source == "published":',
+           f"{T_43}::test_section_43_takes_published_weights_when_a_file_is_there"),
+    Mutant("4.3's M over the measured patches", PRETRAINED, 'x_ref, _ = task.fixed("test", n_reference, seed + 1)',
+           'x_ref, _ = task.fixed("test", n_reference, seed)', f"{T_43}::test_section_43_normalises_by_the_test_patches_of_the_next_seed"),
+    Mutant("4.3's changes measured from step 0", PRETRAINED, "first = C.baseline_step(steps)", "first = steps[0]",
+           f"{T_43}::test_claims_43_compare_with_a_checkpoint_after_the_start_of_training"),
+    Mutant("error bars up to the mean", CHARTS, 'bars = base.mark_rule(strokeWidth=2).encode(y="lo:Q", y2="hi:Q", **enc)',
+           'bars = base.mark_rule(strokeWidth=2).encode(y="lo:Q", y2="mean:Q", **enc)',
+           f"{T_CHARTS}::test_points_with_intervals_draw_the_mean_and_a_bar_from_lo_to_hi"),
+    Mutant("bands from the mean", CHARTS, 'band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q"',
+           'band = base.mark_area(opacity=0.25).encode(y=alt.Y("mean:Q"', f"{T_CHARTS}::test_lines_with_bands_draw_the_mean_and_a_band_from_lo_to_hi"),
+    Mutant("image panels in alphabetical order", CHARTS, 'facet=alt.Facet("panel:N", sort=alt.SortField("order")', 'facet=alt.Facet("panel:N"',
+           f"{T_CHARTS}::test_image_grid_keeps_each_image_upright_and_the_panels_in_order"),
+    Mutant("the ledger's false-verdict column shows the power", LEDGER, "f\"<td>{_pct(r['false verdicts'])}</td>",
+           "f\"<td>{_pct(r['power'])}</td>", LEDGER_ROWS),
+    Mutant("holds shown in red", LEDGER, 'COLOURS = {claims.HOLDS: "#1a7f37", claims.FAILS: "#cf222e"',
+           'COLOURS = {claims.HOLDS: "#cf222e", claims.FAILS: "#1a7f37"', f"{T_LEDGER}::test_holds_is_shown_in_green_and_does_not_hold_in_red"),
+    Mutant("the ledger's counts without claims not tested", LEDGER, "columns=list(claims.STATUSES), dtype=int)",
+           "columns=list(claims.STATUSES)[:3], dtype=int)", f"{T_LEDGER}::test_the_counts_give_every_verdict_per_chapter_and_in_all"),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

@@ -308,6 +308,21 @@ def _hf_dirs() -> list[Path]:
     return [Path(hf)]
 
 
+def _hf_snapshot_file(repo: Path) -> Path | None:
+    """The weights file of a Hugging Face cache entry: in the snapshot that ``refs/main`` names (the
+    revision the hub's own loaders read), else in the most recently written snapshot; safetensors first."""
+    snaps = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    named = snaps / ref.read_text().strip() if ref.is_file() else None
+    candidates = [named] if named is not None and named.is_dir() else sorted(
+        (p for p in snaps.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for snap in candidates:
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            if (snap / fname).is_file():
+                return snap / fname
+    return None
+
+
 def find_weights(name: str, weights_dir: str | os.PathLike | None = None) -> Path:
     """The local file of ``name``'s published weights, or :class:`WeightsNotFound` saying where it looked."""
     spec, tiny = _spec(name)
@@ -332,11 +347,11 @@ def find_weights(name: str, weights_dir: str | os.PathLike | None = None) -> Pat
             pass
     for d in _hf_dirs():
         for hf_id in spec.hf_ids:
-            snap = d / ("models--" + hf_id.replace("/", "--")) / "snapshots"
-            looked.append(str(snap / "*" / "model.safetensors"))
-            hits = sorted(snap.glob("*/model.safetensors")) + sorted(snap.glob("*/pytorch_model.bin"))
-            if hits:
-                return hits[-1]
+            repo = d / ("models--" + hf_id.replace("/", "--"))
+            looked.append(str(repo / "snapshots" / "*" / "model.safetensors"))
+            hit = _hf_snapshot_file(repo)
+            if hit is not None:
+                return hit
     raise WeightsNotFound(
         f"no local weights for {name} ({spec.description}); nothing is downloaded. Put one of {list(spec.files)} in "
         f"${WEIGHTS_ENV} (or pass weights_dir). Looked at: {looked[:6]}{' ...' if len(looked) > 6 else ''}"

@@ -216,3 +216,47 @@ def test_section_43_measures_c8_on_the_rotations_of_its_d8_orbit():
     for dist in ("l2", "cosine"):
         want = latent_eed(Z, c8, dist, normalise=True, reference_points=Z_ref).value
         assert rows[(f"latent_{dist}", "C8")] == pytest.approx(want, rel=1e-5), dist
+
+
+def test_section_43_takes_published_weights_when_a_file_is_there(tmp_path, monkeypatch):
+    """``auto`` and ``published`` use a published file when one is found (nothing is trained then);
+    ``published`` without one is an error, not a silent stand-in."""
+    from geed.experiments import pretrained as P
+    from geed.models.zoo import WeightsNotFound
+
+    monkeypatch.setattr(P, "offline_pretraining", lambda *a, **k: pytest.fail("trained although a published file was found"))
+    (tmp_path / "resnet50-11ad3fa6.pth").write_bytes(b"x")
+    for source in ("auto", "published"):
+        label, _, info = P.pretrained_source("resnet50", source, 1, 2, 1e-3, weights_dir=tmp_path, progress=False)
+        assert label == "published:resnet50-11ad3fa6.pth" and info["weights"].startswith("published")
+    with pytest.raises(WeightsNotFound):
+        P.pretrained_source("resnet50-tiny", "published", 1, 2, 1e-3, weights_dir=tmp_path, progress=False)
+
+
+def test_section_43_normalises_by_the_test_patches_of_the_next_seed(monkeypatch):
+    """Each checkpoint is measured on the fixed test patches of ``seed`` and divided by M over those of
+    ``seed + 1``: reference points apart from the measured ones."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from geed.data.patches import get_task
+    from geed.experiments import pretrained as P
+
+    seen = []
+    monkeypatch.setattr(P, "measure", lambda model, x, x_ref: seen.append((x, x_ref)) or [{"metric": "m", "group": "C8", "value": 0.0}])
+    res = SimpleNamespace(config=SimpleNamespace(size=17, seed=5), checkpoints={0: None, 3: None},
+                          model=lambda step: torch.nn.Identity())
+    rows = P.track_run(res, "arch", "pretrained", n_points=3, n_reference=4, seed=7)
+    assert [r["step"] for r in rows] == [0, 3] and len(seen) == 2
+    task = get_task(P.TARGET_TASK, 17)
+    x, x_ref = task.fixed("test", 3, 7)[0], task.fixed("test", 4, 8)[0]
+    for got_x, got_ref in seen:
+        assert torch.equal(got_x, x) and torch.equal(got_ref, x_ref)
+
+
+def test_claims_43_compare_with_a_checkpoint_after_the_start_of_training():
+    """The changes over training are measured from the checkpoint nearest a sixth of training, never
+    from step 0 (where a pretrained model has not yet met the task)."""
+    texts = {cid: text for cid, _, text, _ in claims_43(*_track43(True))}
+    assert "from step 10 to step 20" in texts["4.3-2-a"] and "from step 10 to step 20" in texts["4.3-3-b"]

@@ -248,3 +248,20 @@ def test_levit_attention_biases_keep_their_orientation_when_resized():
     centres = (torch.arange(r1, dtype=torch.float64) + 0.5) * r0 / r1 - 0.5  # where each new row samples the old grid
     torch.testing.assert_close(out[0], out[0, :, :1].expand(r1, r1), atol=1e-9, rtol=0)
     torch.testing.assert_close(out[0, :, 0], centres, atol=0.06, rtol=0)
+
+
+def test_the_hf_cache_entry_is_read_at_the_revision_its_main_ref_names(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv(zoo.WEIGHTS_ENV, raising=False)
+    repo = tmp_path / "hf" / "models--timm--levit_192.fb_dist_in1k"
+    for i, rev in enumerate(("fff", "aaa")):  # "aaa" written last, "fff" last by name
+        (repo / "snapshots" / rev).mkdir(parents=True)
+        (repo / "snapshots" / rev / "model.safetensors").write_bytes(b"x")
+        os.utime(repo / "snapshots" / rev, (1e9 + i, 1e9 + i))
+    assert zoo.find_weights("levit_192").parent.name == "aaa"  # no ref: the snapshot written last
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("fff\n")
+    assert zoo.find_weights("levit_192").parent.name == "fff"

@@ -75,3 +75,14 @@ def test_the_page_shows_each_claim_with_its_verdict_colour_and_its_rates(publish
 
 def test_a_detectable_effect_of_never_is_said_so():
     assert ledger._sd(float("inf")) == "never" and ledger._sd(1.5) == "1.5 SD" and ledger._sd(float("nan")) == ""
+
+
+def test_holds_is_shown_in_green_and_does_not_hold_in_red():
+    def rgb(colour):
+        return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+
+    r, g, b = rgb(ledger.COLOURS[C.HOLDS])
+    assert g > r and g > b
+    r, g, b = rgb(ledger.COLOURS[C.FAILS])
+    assert r > g and r > b
+    assert len(set(ledger.COLOURS.values())) == len(C.STATUSES) == len(ledger.COLOURS)

@@ -3,9 +3,8 @@
 Each *mutant* below changes one line (or a few) of ``geed`` at a place that decides a number or a
 verdict -- a distance, a normaliser, an interval, a correction for several comparisons, a rule's
 threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
-restores, what the book publishes, how published weights are read, what a chart or the ledger's page shows -- into a
-plausible mistake, and
-names the test that must fail on it. The script copies the project's tracked files into a temporary
+restores, what the book publishes, how published weights are read, what a chart or the ledger's page
+shows -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must

@@ -63,6 +63,7 @@ T_ZOO, T_43, T_CHARTS, T_LEDGER = ("tests/models/test_zoo.py", "tests/experiment
                                   "tests/report/test_ledger.py")
 ADAPTER = f"{T_ZOO}::test_the_input_adapter_standardises_each_channel"
 BIAS_ORIENTATION = f"{T_ZOO}::test_levit_attention_biases_keep_their_orientation_when_resized"
+GLANCE_ROW = "tests/report/test_pipeline.py::test_the_glance_shows_each_chapters_headline_claim_safely_in_one_table_row"
 LEDGER_ROWS = f"{T_LEDGER}::test_the_page_shows_each_claim_with_its_verdict_colour_and_its_rates"
 
 MUTANTS = [
@@ -413,6 +414,11 @@ MUTANTS = [
            'COLOURS = {claims.HOLDS: "#cf222e", claims.FAILS: "#1a7f37"', f"{T_LEDGER}::test_holds_is_shown_in_green_and_does_not_hold_in_red"),
     Mutant("the ledger's counts without claims not tested", LEDGER, "columns=list(claims.STATUSES), dtype=int)",
            "columns=list(claims.STATUSES)[:3], dtype=int)", f"{T_LEDGER}::test_the_counts_give_every_verdict_per_chapter_and_in_all"),
+    Mutant("the front page's headline is a chapter's first claim", "geed/report/book.py",
+           "key = rows[rows.key].iloc[0] if rows.key.any() else rows.iloc[0]", "key = rows.iloc[0]", GLANCE_ROW),
+    Mutant("the front page's figures not cut", "geed/report/book.py",
+           'figures = figures if len(figures) <= 160 else figures[:157] + "..."', "figures = figures", GLANCE_ROW),
+    Mutant("a | in a claim splits the front page's row", "geed/report/book.py", '.replace("|", "\\\\|")', "", GLANCE_ROW),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

@@ -252,3 +252,22 @@ def test_the_measured_group_is_a_chapter_parameter_checked_per_chapter():
         book.resolve_parameters("section41", "smoke", {"group": "D4"}, root=ROOT)
     with pytest.raises(book.BuildError, match="group: must be one or more of"):
         book.resolve_parameters("section42", "smoke", {"group": "C7"}, root=ROOT)
+
+
+def test_the_glance_shows_each_chapters_headline_claim_safely_in_one_table_row(tmp_path, monkeypatch):
+    """The front page's row of a chapter gives its headline claim (marked ``key``, wherever it is among
+    the claims), its figures cut to 160 characters, and keeps a ``|`` or ``<`` of the claim's text from
+    breaking the table or the page."""
+    monkeypatch.setenv("GEED_BUILD_DIR", str(tmp_path / "build"))
+    root = _project(tmp_path, ["profile = 'x'"], name="first")
+    _publish(root, "first", "r1")
+    path = paths.claims_dir() / "first.json"
+    data = json.loads(path.read_text())
+    entry = dict(data["claims"]["X-1"], key=False)
+    data["claims"] = {"X-0": entry | {"id": "X-0", "claim": "not the headline"},
+                      "X-1": entry | {"claim": "a | b < c", "verdict": claims.FAILS, "figures": "9" * 300, "key": True}}
+    path.write_text(json.dumps(data))
+    row = next(line for line in book.glance(root).splitlines() if line.startswith("| [The first chapter]"))
+    assert row.count(" | ") == len(claims.STATUSES) + 1  # one cell per verdict and the headline: the | in the claim is escaped
+    assert row.startswith("| [The first chapter](chapters/first) | 1 | 1 | 0 | 0 | X-1: ")
+    assert "X-1: a \\| b &lt; c **does not hold** (" + "9" * 157 + "...)" in row and "not the headline" not in row

@@ -10,7 +10,7 @@ mutant there alone, runs its test, and reports which were caught. A mutant whose
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 20 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 21 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -64,6 +64,8 @@ T_ZOO, T_43, T_CHARTS, T_LEDGER = ("tests/models/test_zoo.py", "tests/experiment
 ADAPTER = f"{T_ZOO}::test_the_input_adapter_standardises_each_channel"
 BIAS_ORIENTATION = f"{T_ZOO}::test_levit_attention_biases_keep_their_orientation_when_resized"
 GLANCE_ROW = "tests/report/test_pipeline.py::test_the_glance_shows_each_chapters_headline_claim_safely_in_one_table_row"
+T_DIGITS = "tests/models/test_digit_models.py"
+SUMMARISE = "tests/core/test_stats.py::test_summarise_gives_each_groups_mean_and_the_interval_its_sampling_unit_calls_for"
 LEDGER_ROWS = f"{T_LEDGER}::test_the_page_shows_each_claim_with_its_verdict_colour_and_its_rates"
 
 MUTANTS = [
@@ -419,6 +421,24 @@ MUTANTS = [
     Mutant("the front page's figures not cut", "geed/report/book.py",
            'figures = figures if len(figures) <= 160 else figures[:157] + "..."', "figures = figures", GLANCE_ROW),
     Mutant("a | in a claim splits the front page's row", "geed/report/book.py", '.replace("|", "\\\\|")', "", GLANCE_ROW),
+    # the digit models' equal terms, and the summaries behind every table and chart
+    Mutant("field pooling by the mean", "geed/models/digits.py", "return x.view(b, c // self.order, self.order, h, w).amax(dim=2)",
+           "return x.view(b, c // self.order, self.order, h, w).mean(dim=2)", f"{T_DIGITS}::test_field_pooling_is_e2cnns_group_pooling"),
+    Mutant("no input mask", "geed/models/digits.py", "return x * self.mask.to(x.dtype)", "return x",
+           f"{T_DIGITS}::test_both_families_see_only_the_disc_inscribed_in_the_input"),
+    Mutant("the CNN's convolutions with a bias", "geed/models/digits.py",
+           "layers: list[nn.Module] = [nn.Conv2d(prev, c, k, padding=p, bias=False)", "layers: list[nn.Module] = [nn.Conv2d(prev, c, k, padding=p, bias=True)",
+           f"{T_DIGITS}::test_both_families_convolve_without_a_bias"),
+    Mutant("the wide latent by the max", "geed/models/digits.py", "self.latent_wide(x.mean(dim=(2, 3)))", "self.latent_wide(x.amax(dim=(2, 3)))",
+           f"{T_DIGITS}::test_the_cnns_wide_latent_is_the_spatial_mean_of_its_last_block"),
+    Mutant("Prop. 3.1(2)'s features not averaged", "geed/models/digits.py",
+           "z = torch.stack([self.model.features(self.group.act(x, i)) for i in range(len(self.group))]).mean(0)",
+           "z = torch.stack([self.model.features(x) for i in range(len(self.group))]).mean(0)",
+           f"{T_DIGITS}::test_the_averaged_feature_extractor_is_exactly_invariant"),
+    Mutant("a summary's mean is the median", "geed/stats.py", '"mean": float(np.mean(vals))', '"mean": float(np.median(vals))', SUMMARISE),
+    Mutant("a summary's sampling units swapped", "geed/stats.py",
+           'lo, hi = t_interval(vals, level) if across == "models" else bootstrap_ci(vals, level)',
+           'lo, hi = bootstrap_ci(vals, level) if across == "models" else t_interval(vals, level)', SUMMARISE),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

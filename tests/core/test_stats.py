@@ -53,3 +53,19 @@ def test_summarise_groups():
     df = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 3, "v": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0]})
     s = summarise(df, "v", ["model"]).set_index("model")
     assert s.loc["a", "mean"] == 2.0 and s.loc["b", "lo"] == s.loc["b", "hi"] == 5.0
+
+
+def test_summarise_gives_each_groups_mean_and_the_interval_its_sampling_unit_calls_for():
+    """Per group (in order of first appearance): the mean (not a median), a t interval across models, a
+    bootstrap interval across samples, and the number of values."""
+    rng = np.random.default_rng(3)
+    v = np.concatenate([[0.0, 0.0, 0.0, 10.0], rng.exponential(size=30)])
+    df = pd.DataFrame({"model": ["z"] * 4 + ["a"] * 30, "block": 1, "v": v})
+    for across, interval in (("models", t_interval), ("samples", bootstrap_ci)):
+        s = summarise(df, "v", ["model", "block"], across=across)
+        assert list(s["model"]) == ["z", "a"] and list(s["n"]) == [4, 30]
+        for model, vals in (("z", v[:4]), ("a", v[4:])):
+            row = s[s.model == model].iloc[0]
+            assert row["mean"] == pytest.approx(vals.mean()) and (row["lo"], row["hi"]) == pytest.approx(interval(vals))
+    # the two intervals differ on these values, so each unit's is the one given
+    assert t_interval(v[4:]) != pytest.approx(bootstrap_ci(v[4:]))

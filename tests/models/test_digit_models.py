@@ -172,3 +172,65 @@ def test_assert_equivariant_names_every_layer_that_is_off():
         assert_equivariant(model, smooth_images(3), g, model.layer_actions(g), dtype=torch.float64)
     c4_symmetrised(model)
     assert max(assert_equivariant(model, smooth_images(3), g, model.layer_actions(g), dtype=torch.float64, atol=1e-6).values()) < 1e-6
+
+
+def test_field_pooling_is_e2cnns_group_pooling():
+    """The invariant pooling of both families is a max over each regular field, as e2cnn's GroupPooling."""
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    from geed.models.digits import RegularGroupPooling
+
+    gs = gspaces.Rot2dOnR2(N=8)
+    ftype = enn.FieldType(gs, [gs.regular_repr] * 3)
+    x = torch.randn(2, 24, 5, 5)
+    theirs = enn.GroupPooling(ftype)(enn.GeometricTensor(x, ftype)).tensor
+    torch.testing.assert_close(RegularGroupPooling(8)(x), theirs)
+    torch.testing.assert_close(RegularGroupPooling(8)(x), x.view(2, 3, 8, 5, 5).amax(dim=2))
+
+
+@pytest.mark.parametrize("name", ["cnn-tiny", "c8cnn-tiny"])
+def test_both_families_see_only_the_disc_inscribed_in_the_input(name):
+    """What lies outside the disc (the corners that a rotation moves out of the frame) never reaches a model."""
+    from geed.groups import disc_mask
+
+    model = create_model(name, seed=0).eval()
+    x = torch.rand(3, 1, 29, 29)
+    outside = disc_mask(29, 29) == 0
+    assert outside.any()
+    y = x.clone()
+    y[:, :, outside] = torch.rand(int(outside.sum()))
+    with torch.no_grad():
+        torch.testing.assert_close(model(y), model(x))
+
+
+def test_both_families_convolve_without_a_bias():
+    """Equal terms: neither family's convolutions have a bias (a batch normalisation follows each)."""
+    from e2cnn import nn as enn
+
+    cnn, c8 = create_model("cnn-tiny", seed=0), create_model("c8cnn-tiny", seed=0)
+    convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6 and all(m.bias is None for m in convs)
+    r2 = [m for m in c8.modules() if isinstance(m, enn.R2Conv)]
+    assert len(r2) == 6 and all(m.bias is None for m in r2)
+
+
+def test_the_cnns_wide_latent_is_the_spatial_mean_of_its_last_block():
+    model = ConvNet(width=0.0625).eval()
+    out = geed.forward_outputs(model, torch.rand(2, 1, 29, 29), ["block6", "latent_wide"])
+    torch.testing.assert_close(out["latent_wide"], out["block6"].mean(dim=(2, 3)))
+
+
+def test_the_averaged_feature_extractor_is_exactly_invariant():
+    """Prop. 3.1(2)'s model: its latent vector (the feature extractor averaged over C4) is the same on
+    every rotation of an input, to float64 round-off, though the plain CNN's is not."""
+    from geed.models.digits import InvariantFeatures
+
+    base = create_model("cnn-tiny", seed=0).double().eval()
+    model = InvariantFeatures(base, "C4").eval()
+    g = geed.get_group("C4")
+    x = torch.rand(3, 1, 29, 29, dtype=torch.float64)
+    z = torch.stack([geed.forward_outputs(model, g.act(x, i), ["latent"])["latent"] for i in range(4)])
+    assert float((z - z[0]).abs().max()) < 1e-12 * float(z.abs().max())
+    plain = torch.stack([base.features(g.act(x, i)) for i in range(4)]).detach()
+    assert float((plain - plain[0]).abs().max()) > 1e-2 * float(plain.abs().max())

@@ -10,7 +10,7 @@ mutant there alone, runs its test, and reports which were caught. A mutant whose
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 21 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 22 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -66,6 +66,9 @@ BIAS_ORIENTATION = f"{T_ZOO}::test_levit_attention_biases_keep_their_orientation
 GLANCE_ROW = "tests/report/test_pipeline.py::test_the_glance_shows_each_chapters_headline_claim_safely_in_one_table_row"
 T_DIGITS = "tests/models/test_digit_models.py"
 SUMMARISE = "tests/core/test_stats.py::test_summarise_gives_each_groups_mean_and_the_interval_its_sampling_unit_calls_for"
+T_WIRING = "tests/experiments/test_chapter_wiring.py"
+WIRING_43 = f"{T_WIRING}::test_section_43_judges_stand_ins_as_stand_ins_and_keys_and_retrains_runs_as_measured"
+WIRING_44 = f"{T_WIRING}::test_section_44_keys_its_measurement_by_what_it_measures_and_measures_the_starting_point"
 LEDGER_ROWS = f"{T_LEDGER}::test_the_page_shows_each_claim_with_its_verdict_colour_and_its_rates"
 
 MUTANTS = [
@@ -439,6 +442,23 @@ MUTANTS = [
     Mutant("a summary's sampling units swapped", "geed/stats.py",
            'lo, hi = t_interval(vals, level) if across == "models" else bootstrap_ci(vals, level)',
            'lo, hi = bootstrap_ci(vals, level) if across == "models" else t_interval(vals, level)', SUMMARISE),
+    # how Sections 4.3 and 4.4 put their parts together
+    Mutant("a pruned run measured without its steps", "geed/experiments/tracking.py",
+           "if len(res.checkpoints) > 1 or res.config.iterations == 0:", "if True:", f"{T_WIRING}::test_a_pruned_run_is_trained_again_before_its_steps_are_measured"),
+    Mutant("runs never pruned", "geed/experiments/tracking.py", "return res if self.keep or len(res.checkpoints) == 1 else prune(res)", "return res",
+           f"{T_WIRING}::test_without_kept_checkpoints_each_run_is_pruned_once_measured"),
+    Mutant("4.3's stand-ins inverted", "geed/experiments/section43.py", 'if not label.startswith("published")}', 'if label.startswith("published")}',
+           WIRING_43),
+    Mutant("4.3's cache key without n_reference", "geed/experiments/section43.py",
+           'n_points=p["n_points"], n_reference=p["n_reference"], seed=p["seed"])', 'n_points=p["n_points"], seed=p["seed"])', WIRING_43),
+    Mutant("4.3's pruned pretrained runs retrained from scratch", "geed/experiments/section43.py",
+           "init_body=pretrained[1] if init == P.INITS[1] else None", "init_body=None", WIRING_43),
+    Mutant("4.3's ImageNet architectures from the chapter's source", "geed/experiments/section43.py",
+           'sources.update({a: P.pretrained_source(a, "published",', 'sources.update({a: P.pretrained_source(a, p["weights_source"],', WIRING_43),
+    Mutant("4.4's cache key without n_reference", "geed/experiments/section44.py",
+           'n_points=p["n_points"], n_reference=p["n_reference"], seed=p["seed"])', 'n_points=p["n_points"], seed=p["seed"])', WIRING_44),
+    Mutant("4.4's starting point not measured", "geed/experiments/section44.py",
+           '    if p["init"] == "imagenet":  # the starting point itself', '    if False:  # the starting point itself', WIRING_44),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

@@ -271,3 +271,17 @@ def test_the_glance_shows_each_chapters_headline_claim_safely_in_one_table_row(t
     assert row.count(" | ") == len(claims.STATUSES) + 1  # one cell per verdict and the headline: the | in the claim is escaped
     assert row.startswith("| [The first chapter](chapters/first) | 1 | 1 | 0 | 0 | X-1: ")
     assert "X-1: a \\| b &lt; c **does not hold** (" + "9" * 157 + "...)" in row and "not the headline" not in row
+
+
+def test_the_survey_names_the_substitute_of_every_section_that_needs_missing_weights(tmp_path, monkeypatch):
+    from geed.report import inputs
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("GEED_WEIGHTS_DIR", raising=False)
+    weights = {i.name: i for i in inputs.survey() if i.name.startswith("published weights of")}
+    both = weights["published weights of resnet50"]  # needed by Sections 4.3 and 4.4
+    assert not both.found and "Section 4.3: offline pretraining" in both.substitute and "Section 4.4: EfficientNet-Lite0" in both.substitute
+    assert weights["published weights of alexnet"].substitute.startswith("Section 4.3: offline pretraining")
+    assert "4.4" not in weights["published weights of alexnet"].substitute
+    assert weights["published weights of resnet50.dino"].substitute.startswith("Section 4.4: EfficientNet-Lite0")

@@ -31,3 +31,17 @@ def interrupt_before_saving(monkeypatch, name: str, run) -> None:
         m.setattr(checkpoints, "save", crash)
         with pytest.raises(KeyboardInterrupt):
             run()
+
+
+class RecordingCache:
+    """A result cache for tests: records each ``(name, key)`` a chapter asks for in ``asked``, and either
+    computes every value (nothing is reused) or, with ``compute=False``, computes nothing and answers
+    with an empty result, as if it had been cached."""
+
+    def __init__(self, compute: bool = True) -> None:
+        self.compute = compute
+        self.asked: list[tuple[str, dict]] = []
+
+    def get_or_compute(self, name, key, compute, data=None):
+        self.asked.append((name, key))
+        return (compute(), False) if self.compute else ([], True)

@@ -14,19 +14,9 @@ import pytest
 
 from geed.report import book
 from geed.training import TrainResult
+from tests.helpers import RecordingCache
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class _Keys:
-    """A cache that computes nothing: it records each key and answers with an empty result."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-
-    def get_or_compute(self, name, key, compute, data=None):
-        self.keys.append(name + json.dumps(key, sort_keys=True, default=str))
-        return [], True
 
 
 def _defaults(chapter: str) -> dict:
@@ -52,10 +42,10 @@ def _keys(chapter: str, params: dict, monkeypatch) -> list[str]:
 
     monkeypatch.setattr(section41, "trained_models", _runs)
     monkeypatch.setattr(section42, "trained_models", _runs)
-    cache = _Keys()
+    cache = RecordingCache(compute=False)
     {"section41": section41.run, "section42": section42.run}[chapter](params, cache=cache, progress=False)
-    assert cache.keys, "the chapter asked its cache for nothing"
-    return cache.keys
+    assert cache.asked, "the chapter asked its cache for nothing"
+    return [name + json.dumps(key, sort_keys=True, default=str) for name, key in cache.asked]
 
 
 CHANGES = {

@@ -7,17 +7,7 @@ import pandas as pd
 import pytest
 
 from geed.experiments import tracking
-
-
-class _Cache:
-    """Records every key; computes every value (nothing is reused)."""
-
-    def __init__(self):
-        self.keys = []
-
-    def get_or_compute(self, name, params, compute, data=None):
-        self.keys.append((name, params))
-        return compute(), False
+from tests.helpers import RecordingCache
 
 
 def _run(steps, iterations=20, tag="r"):
@@ -84,12 +74,12 @@ def test_section_43_judges_stand_ins_as_stand_ins_and_keys_and_retrains_runs_as_
     monkeypatch.setattr(P, "track_run", lambda run, *a: [{"step": s} for s in run.checkpoints])
     monkeypatch.setattr(section43, "train", lambda config, d, init_body=None, **k: retrained.append((config.name(), init_body))
                         or SimpleNamespace(config=config, checkpoints={0: None, 10: None, 20: None}))
-    cache = _Cache()
+    cache = RecordingCache()
     tables = section43.run(_section43_params(), cache=cache, progress=False)
     assert tables["stand_in"] == {"stand-in": "offline pretraining"}
     assert ("lite", "published") in asked and ("genuine", "auto") in asked and ("stand-in", "auto") in asked
     assert ("lite", "auto") not in asked
-    keys = [params for name, params in cache.keys if name == "section43-run"]
+    keys = [params for name, params in cache.asked if name == "section43-run"]
     assert len(keys) == 6 and all({"config", "n_points", "n_reference", "seed"} <= set(k) for k in keys)
     assert {k["n_points"] for k in keys} == {4} and {k["n_reference"] for k in keys} == {6}
     assert sorted(retrained) == sorted([(f"{a}-{P.INITS[0]}", None) for a in ("lite", "genuine", "stand-in")]
@@ -106,11 +96,11 @@ def test_section_44_keys_its_measurement_by_what_it_measures_and_measures_the_st
     monkeypatch.setattr(S, "published_models", lambda d: ({}, {}))
     monkeypatch.setattr(S, "imagenet_model", lambda arch, d: ("the start", "start model"))
     monkeypatch.setattr(S, "measure", lambda models, *a: measured.update(models) or pd.DataFrame())
-    cache = _Cache()
+    cache = RecordingCache()
     params = {"seed": 0, "n_models": 1, "arch": "a", "iterations": 1, "batch_size": 2, "lr": 1e-3, "init": "imagenet", "size": 33,
               "weights_dir": None, "include_published": True, "n_points": 4, "n_reference": 6}
     tables = section44.run(params, cache=cache)
-    (name, key), = cache.keys
+    (name, key), = cache.asked
     assert name == "section44-flip" and key["n_points"] == 4 and key["n_reference"] == 6 and key["seed"] == 0 and key["size"] == 33
     assert key["configs"] == ["cfg"] and measured == {"supervised": ["trained model"], "the start": ["start model"]}
     assert tables["published_status"] == {"the start": "the starting point of every objective"}

@@ -1,16 +1,16 @@
 """Would the tests notice? Break the code on purpose, one place at a time, and check that a test fails.
 
-Each *mutant* below changes one line (or a few) of ``geed`` at a place that decides a number or a
+Each *mutant* below changes one line (or a few) of ``geed`` or a profile at a place that decides a number or a
 verdict -- a distance, a normaliser, an interval, a correction for several comparisons, a rule's
 threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
 restores, what the book publishes, how published weights are read, what a chart or the ledger's page
-shows -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
+shows, what the inputs survey reports, the `paper` profile's settings -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 21 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 24 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -70,6 +70,13 @@ T_WIRING = "tests/experiments/test_chapter_wiring.py"
 WIRING_43 = f"{T_WIRING}::test_section_43_judges_stand_ins_as_stand_ins_and_keys_and_retrains_runs_as_measured"
 WIRING_44 = f"{T_WIRING}::test_section_44_keys_its_measurement_by_what_it_measures_and_measures_the_starting_point"
 LEDGER_ROWS = f"{T_LEDGER}::test_the_page_shows_each_claim_with_its_verdict_colour_and_its_rates"
+REGISTRY, INPUTS, PAPER = "geed/models/registry.py", "geed/report/inputs.py", "profiles/paper.yml"
+T_REGISTRY, T_PIPELINE = "tests/models/test_registry.py", "tests/report/test_pipeline.py"
+SURVEY_DATA = f"{T_PIPELINE}::test_the_survey_finds_the_data_that_is_there_and_only_that"
+SURVEY_WEIGHTS = f"{T_PIPELINE}::test_the_survey_names_the_substitute_of_every_section_that_needs_missing_weights"
+PAPER_REFUSES = f"{T_PIPELINE}::test_the_paper_profile_refuses_to_start_without_its_inputs_unless_substitutes_are_accepted"
+ESTIMATES = f"{T_PIPELINE}::test_time_estimates_scale_the_last_run"
+PAPERS_PROTOCOL = "tests/report/test_book.py::test_the_paper_profile_is_the_papers_protocol_wherever_the_paper_states_it"
 
 MUTANTS = [
     # the metrics
@@ -459,6 +466,45 @@ MUTANTS = [
            'n_points=p["n_points"], n_reference=p["n_reference"], seed=p["seed"])', 'n_points=p["n_points"], seed=p["seed"])', WIRING_44),
     Mutant("4.4's starting point not measured", "geed/experiments/section44.py",
            '    if p["init"] == "imagenet":  # the starting point itself', '    if False:  # the starting point itself', WIRING_44),
+    # the registry
+    Mutant("the published names include the test variants", REGISTRY, "names = [n for n in zoo.zoo_models() if not zoo.split_name(n)[1]]",
+           "names = [n for n in zoo.zoo_models()]", f"{T_REGISTRY}::test_patterns_and_published_weights"),
+    Mutant("seed 0 refused", REGISTRY, "(not is_whole(seed) or seed < 0)", "(not is_whole(seed) or seed < 1)",
+           f"{T_REGISTRY}::test_bad_names_and_arguments_are_named"),
+    Mutant("a digit model's n_classes dropped", REGISTRY, '            kwargs["n_classes"] = n_classes\n', "            pass\n",
+           f"{T_REGISTRY}::test_every_tiny_model_builds_seeded_and_classifies"),
+    Mutant("an ImageNet model's seed ignored", REGISTRY, "n_classes=9 if n_classes is None else n_classes, seed=seed)",
+           "n_classes=9 if n_classes is None else n_classes, seed=None)", f"{T_REGISTRY}::test_every_tiny_model_builds_seeded_and_classifies"),
+    Mutant("a digit model said to have published weights", REGISTRY, "        if pretrained:\n            raise ValueError(f\"{name} has no published",
+           "        if False:\n            raise ValueError(f\"{name} has no published", f"{T_REGISTRY}::test_bad_names_and_arguments_are_named"),
+    Mutant("create_model's weights_dir ignored", REGISTRY, "zoo.load_pretrained(model, weights_dir=weights_dir)",
+           "zoo.load_pretrained(model, weights_dir=None)", f"{T_REGISTRY}::test_published_weights_are_read_from_the_weights_dir_it_is_given"),
+    # what the inputs survey reports, and the time estimates
+    Mutant("full MNIST that does not load counted as found", INPUTS,
+           'return Input("full MNIST (60,000 + 10,000 digits)", "Sections 3, 4.1, 4.2, beyond", False, f"{root}: {exc}", sub)',
+           'return Input("full MNIST (60,000 + 10,000 digits)", "Sections 3, 4.1, 4.2, beyond", True, f"{root}: {exc}", sub)', SURVEY_DATA),
+    Mutant("a missing OOD set counted as found", INPUTS, '            out.append(Input(f"OOD set {name}", "Section 4.2", False, str(exc),',
+           '            out.append(Input(f"OOD set {name}", "Section 4.2", True, str(exc),', SURVEY_DATA),
+    Mutant("AlexNet's weights not surveyed", INPUTS, '("alexnet", "Section 4.3"), ', "", SURVEY_WEIGHTS),
+    Mutant("xView counted as found", INPUTS, 'Input("xView Maritime (overhead imagery)", "Section 4.3", False,',
+           'Input("xView Maritime (overhead imagery)", "Section 4.3", True,', PAPER_REFUSES),
+    Mutant("the missing inputs are those found", INPUTS, "if not i.found]", "if i.found]", PAPER_REFUSES),
+    Mutant("a time estimate linear in the width", INPUTS, 'w *= float(params["width"]) ** 2', 'w *= float(params["width"])', ESTIMATES),
+    Mutant("a time estimate blind to the iterations", INPUTS, 'w = float(params.get("n_models", 1)) * float(params.get("iterations", 1) or 1)',
+           'w = float(params.get("n_models", 1))', ESTIMATES),
+    Mutant("a time estimate scaled the wrong way", INPUTS, "return last_seconds * _work(params) / max(_work(last_params), 1e-9)",
+           "return last_seconds * _work(last_params) / max(_work(params), 1e-9)", ESTIMATES),
+    # the paper profile is the paper's protocol
+    Mutant("paper: M over 100 points in 4.1", PAPER, "section41:\n  n_points: 50\n  n_reference: 200", "section41:\n  n_points: 50\n  n_reference: 100",
+           PAPERS_PROTOCOL),
+    Mutant("paper: the digit models trained 200 iterations", PAPER, "    iterations: 2000\n", "    iterations: 200\n", PAPERS_PROTOCOL),
+    Mutant("paper: five digit models per family", PAPER, "    width: 1.0\n    n_models: 10\n", "    width: 1.0\n    n_models: 5\n", PAPERS_PROTOCOL),
+    Mutant("paper: 4.3 recorded every 400 iterations", PAPER, "  record_every: 200", "  record_every: 400", PAPERS_PROTOCOL),
+    Mutant("paper: three models per arm in 4.3", PAPER, "  n_models: 5\n", "  n_models: 3\n", PAPERS_PROTOCOL),
+    Mutant("paper: 4.3 without LeViT", PAPER, "archs: [resnet50, alexnet, densenet121, levit_192]", "archs: [resnet50, alexnet, densenet121]",
+           PAPERS_PROTOCOL),
+    Mutant("paper: 4.3 never on published weights", PAPER, "weights_source: auto", "weights_source: offline", PAPERS_PROTOCOL),
+    Mutant("paper: 4.4 over 50 inputs", PAPER, "  n_points: 100\n", "  n_points: 50\n", PAPERS_PROTOCOL),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

@@ -49,3 +49,20 @@ def test_bad_names_and_arguments_are_named():
         create_model("resnet50-tiny", width=0.5)
     with pytest.raises(zoo.WeightsNotFound, match="test variant"):
         create_model("resnet50-tiny", pretrained=True)
+    create_model("cnn-tiny", seed=0)  # 0 is a seed like any other
+    with pytest.raises(ValueError, match="seed must be None or a whole number >= 0; got -1"):
+        create_model("cnn-tiny", seed=-1)
+
+
+def test_published_weights_are_read_from_the_weights_dir_it_is_given(tmp_path, monkeypatch):
+    """``create_model(..., pretrained=True, weights_dir=...)`` loads the file in that folder (DenseNet121,
+    the smallest published architecture: 8 M parameters), with every other place it could look empty."""
+    for env in (zoo.WEIGHTS_ENV, "TORCH_HOME", "HF_HUB_CACHE"):
+        monkeypatch.setenv(env, str(tmp_path / "empty"))
+    src = create_model("densenet121", seed=1)
+    torch.save(src.body.state_dict(), tmp_path / "densenet121-a639ec97.pth")
+    dst = create_model("densenet121", pretrained=True, weights_dir=tmp_path, seed=2)
+    got, want = dst.body.state_dict(), src.body.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(zoo.WeightsNotFound):
+        create_model("densenet121", pretrained=True, weights_dir=tmp_path / "empty")

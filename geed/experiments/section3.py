@@ -225,6 +225,18 @@ def mask_sentence(floor_sum: pd.DataFrame, model: str = "C8-CNN") -> str:
             f"by {gap.min():.3f} to {gap.max():.3f}, most at {top if top.startswith('block') else 'block ' + top}")
 
 
+def floor_figures(t: dict, model: str = "C8-CNN") -> dict[str, str]:
+    """What the chapter's text quotes of the interpolation floor, by the name it glues them under: the
+    smallest and largest mean deviation over blocks of ``model`` under masked C8 (``s3_floor_min``,
+    ``s3_floor_max``), how the mask changes it (``s3_mask_sentence``), and its largest deviation of a
+    single model and block under C4, whose quarter turns are exact (``s3_c8_c4_max``)."""
+    floor, floor_sum = t["floor"], t["floor_summary"]
+    masked = floor_sum[(floor_sum.model == model) & (floor_sum.setting == "C8, masked")]["mean"]
+    c4 = floor[(floor.model == model) & (floor.group == "C4")]["deviation"]
+    return {"s3_floor_min": f"{masked.min():.3f}", "s3_floor_max": f"{masked.max():.3f}", "s3_mask_sentence": mask_sentence(floor_sum, model),
+            "s3_c8_c4_max": f"{c4.abs().max():.1e}"}
+
+
 def orderings_sentence(refs: pd.DataFrame) -> str:
     """Whether the two reference points order the models the same way, per metric (by mean value)."""
     parts = []

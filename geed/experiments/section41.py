@@ -3,7 +3,7 @@
 ``run(params)`` trains (or reloads) ``n_models`` models per family and measures every recorded
 checkpoint of each run as soon as it is trained (cached per run); with ``keep_checkpoints`` False
 only each run's last checkpoint is then kept. ``claims(tables)`` gives the verdicts (rules in
-:func:`geed.experiments.rotated_digits.claims_41`).
+:func:`geed.experiments.rotated_digits.claims_41`), ``figures(tables)`` the numbers its text quotes.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from geed.experiments import rotated_digits as rd
 from geed.experiments.tracking import RunTracker
 from geed.training import TrainConfig, TrainResult, prune
 
-__all__ = ["run", "claims", "trained_models"]
+__all__ = ["run", "claims", "figures", "trained_models"]
 
 
 def _base(params: dict) -> TrainConfig:
@@ -62,3 +62,28 @@ def claims(tables: dict) -> list[tuple]:
     """``(id, source, claim, verdict, key)`` for every claim of Section 4.1; 4.1-2 is the headline."""
     return [(cid, src, text, verdict, cid == "4.1-2")
             for cid, src, text, verdict in rd.claims_41(tables["track"], tables["accuracies"], group=tables["group"])]
+
+
+def figures(tables: dict) -> dict[str, str]:
+    """The numbers and sentences the chapter's text quotes, by the name it glues them under: each
+    family's mean test accuracy (``acc_cnn``, ``acc_c8``), the largest share of channel comparisons of a
+    block left out as dead in the final models and where (``dead_max``, ``dead_max_where``: family,
+    block), whether the latent verdicts change with the CNN's 8x wider readout (``dim_sentence``), and
+    each family's mean softmax G-EED at the first recorded step (``soft0_cnn``, ``soft0_c8``)."""
+    track, accuracies = tables["track"], tables["accuracies"]
+    acc = accuracies.groupby("family")["accuracy"].mean()
+    final = rd._final(track)
+    dead = final[final.metric == "channelwise"].pivot_table(index="layer", columns="family", values="dead_fraction", aggfunc="mean")
+    check = rd.latent_dimension_check(track, accuracies)
+    n_disagree = int((~check["agree"].astype(bool)).sum())
+    if check.empty:
+        dim = "The dimension check was not run: no wider readout of the CNN was measured."
+    elif n_disagree == 0:
+        dim = "The latent verdicts do not depend on the dimension: each is the same with the wider readout."
+    else:
+        dim = (f"{n_disagree} of {len(check)} latent verdicts change with the wider readout: they hinge on the latent dimension, and the "
+               "matched-dimension verdicts are the ones the ledger records.")
+    first = track[(track.step == track.step.min()) & (track.metric == "softmax")].groupby("family")["value"].mean()
+    return {"acc_cnn": f"{acc['CNN']:.1%}", "acc_c8": f"{acc['C8-CNN']:.1%}",
+            "dead_max": f"{dead.max().max():.1%}", "dead_max_where": f"{dead.max().idxmax()}, {dead.max(axis=1).idxmax()}",
+            "dim_sentence": dim, "soft0_cnn": f"{first['CNN']:.3g}", "soft0_c8": f"{first['C8-CNN']:.3g}"}

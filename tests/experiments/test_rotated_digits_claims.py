@@ -154,3 +154,56 @@ def test_out_of_distribution_the_normaliser_is_computed_on_each_data_set():
         Z = orbit.forward_outputs(model, x_ref, [model.latent_layer])[model.latent_layer]
         row = table[(table.dataset == name) & (table.metric == "latent_l2")]
         assert float(row["M"].iloc[0]) == pytest.approx(mean_pairwise(Z, "l2"), rel=1e-5), name
+
+
+def test_section_41_quotes_the_numbers_of_its_tables():
+    """What the chapter's text quotes (``section41.figures``): each family's mean accuracy, the largest
+    dead share of a block in the final models and where, the dimension check, and softmax at step 0."""
+    from geed.experiments import section41 as s41
+
+    track = _track(c8_better=True)
+    track["dead_fraction"] = 0.0
+    track.loc[(track.family == "C8-CNN") & (track.layer == "block3") & (track.step == 20), "dead_fraction"] = 0.25
+    track.loc[(track.family == "CNN") & (track.layer == "block5") & (track.step == 10), "dead_fraction"] = 0.5  # not a final model
+    first = (track.metric == "softmax") & (track.step == 0)
+    track.loc[first & (track.family == "CNN"), "value"] = 0.002
+    track.loc[first & (track.family == "C8-CNN"), "value"] = 0.004
+    acc = pd.DataFrame({"family": ["CNN"] * 4 + ["C8-CNN"] * 4, "seed": list(range(4)) * 2,
+                        "accuracy": [0.98] * 4 + [0.96, 0.94, 0.96, 0.94]})
+    got = s41.figures({"track": track, "accuracies": acc})
+    assert {k: got[k] for k in ("acc_cnn", "acc_c8", "dead_max", "dead_max_where", "soft0_cnn", "soft0_c8")} == {
+        "acc_cnn": "98.0%", "acc_c8": "95.0%", "dead_max": "25.0%", "dead_max_where": "C8-CNN, block3", "soft0_cnn": "0.002",
+        "soft0_c8": "0.004"}
+    assert got["dim_sentence"].startswith("The dimension check was not run")  # no wider readout in this table
+    latent = track[(track.family == "CNN") & track.metric.str.startswith("latent")]
+    same = pd.concat([track, latent.assign(layer=rd.WIDE_LATENT)], ignore_index=True)
+    assert s41.figures({"track": same, "accuracies": acc})["dim_sentence"].startswith("The latent verdicts do not depend on the dimension")
+    # the CNN's wider readout far more invariant: some latent verdicts turn
+    wider = latent.assign(layer=rd.WIDE_LATENT, value=latent["value"] * 0.1)
+    sentence = s41.figures({"track": pd.concat([track, wider], ignore_index=True), "accuracies": acc})["dim_sentence"]
+    assert " of 4 latent verdicts change with the wider readout" in sentence and not sentence.startswith("0 of")
+
+
+def test_section3_quotes_the_floor_of_the_c8_cnn_under_masked_c8_and_its_c4_deviation():
+    """``section3.floor_figures``: the range over blocks of the C8-CNN's mean deviation under masked C8
+    (not the CNN's, not unmasked, not C4), and its largest C4 deviation of any single model."""
+    import itertools
+
+    from geed import stats
+    from geed.experiments import section3 as s3
+
+    level = {("C8-CNN", "C8", True): [0.01, 0.03, 0.05], ("C8-CNN", "C8", False): [0.2, 0.3, 0.4], ("CNN", "C8", True): [0.002, 0.6, 0.7]}
+    rows = []
+    for model, seed, b, group, mask in itertools.product(["C8-CNN", "CNN"], range(2), range(3), ["C4", "C8"], [True, False]):
+        if group == "C4":
+            dev = (-3e-7 if seed == 1 and b == 2 else 1e-8) if model == "C8-CNN" else 0.5
+        else:
+            dev = level.get((model, group, mask), [0.9] * 3)[b] + (0.001 if seed else -0.001)
+        rows.append({"model": model, "seed": seed, "block": f"block{b + 1}", "group": group, "mask": mask, "deviation": dev,
+                     "setting": group + (", masked" if mask else ", no mask")})
+    floor = pd.DataFrame(rows)
+    t = {"floor": floor, "floor_summary": stats.summarise(floor, "deviation", ["model", "setting", "block"], across="models")}
+    got = s3.floor_figures(t)
+    assert {k: got[k] for k in ("s3_floor_min", "s3_floor_max", "s3_c8_c4_max")} == {"s3_floor_min": "0.010", "s3_floor_max": "0.050",
+                                                                                   "s3_c8_c4_max": "3.0e-07"}
+    assert got["s3_mask_sentence"] == s3.mask_sentence(t["floor_summary"])

@@ -4,13 +4,14 @@ Each *mutant* below changes one line (or a few) of ``geed`` or a profile at a pl
 verdict -- a distance, a normaliser, an interval, a correction for several comparisons, a rule's
 threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
 restores, what the book publishes, how published weights are read, what a chart or the ledger's page
-shows, what the inputs survey reports, the `paper` profile's settings -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
+shows, what the inputs survey reports, the `paper` profile's settings, how a group acts on a layer,
+what the calibration simulates -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 24 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 28 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -77,6 +78,13 @@ SURVEY_WEIGHTS = f"{T_PIPELINE}::test_the_survey_names_the_substitute_of_every_s
 PAPER_REFUSES = f"{T_PIPELINE}::test_the_paper_profile_refuses_to_start_without_its_inputs_unless_substitutes_are_accepted"
 ESTIMATES = f"{T_PIPELINE}::test_time_estimates_scale_the_last_run"
 PAPERS_PROTOCOL = "tests/report/test_book.py::test_the_paper_profile_is_the_papers_protocol_wherever_the_paper_states_it"
+ACTIONS, AUGMENT, TESTING, CHAPTER = "geed/actions.py", "geed/training/augmentation.py", "geed/testing.py", "geed/report/chapter.py"
+ONE_PIXEL_KERNEL = f"{T_METRICS}::test_on_one_pixel_maps_every_rotation_is_in_the_kernel"
+REGULAR_FIELDS = f"{T_FUSED}::test_regular_fields_of_a_steerable_model"
+AUGMENTS = "tests/training/test_fit.py::test_augment_flips_about_half_crops_and_jitters_reproducibly"
+WHOLE_CIRCLE = "tests/data/test_digits_ood.py::test_random_rotations_cover_the_whole_circle_uniformly"
+PROVENANCE = f"{T_PIPELINE}::test_provenance_shows_every_parameter_in_full"
+SOME_PART = f"{T_CAL}::test_a_claim_about_some_part_is_simulated_where_its_documentation_says"
 
 MUTANTS = [
     # the metrics
@@ -505,6 +513,54 @@ MUTANTS = [
            PAPERS_PROTOCOL),
     Mutant("paper: 4.3 never on published weights", PAPER, "weights_source: auto", "weights_source: offline", PAPERS_PROTOCOL),
     Mutant("paper: 4.4 over 50 inputs", PAPER, "  n_points: 100\n", "  n_points: 50\n", PAPERS_PROTOCOL),
+    # how a group acts on a layer
+    Mutant("a kernel blind to the channel maps", ACTIONS, "            if spatial_trivial and self._channels_trivial(i):", "            if spatial_trivial:",
+           ONE_PIXEL_KERNEL),
+    Mutant("an induced action's kernel read in the target group", ACTIONS, "return [i for i in range(len(self.group)) if self.hom[i] in inner]",
+           "return sorted(inner)", f"{T_METRICS}::test_fhat_over_nontrivial_kernel"),
+    Mutant("an induced action compares everywhere", ACTIONS, "        return self.target.region(y)\n", "        return None\n", SAME_AS_TENSORS),
+    Mutant("C8 induced on C4 without taking angles modulo", ACTIONS, "hom.append(tg.index(Element(angle=(k * step_tgt) % 360, flip=e.flip)))",
+           "hom.append(tg.index(Element(angle=(k * step_src) % 360, flip=e.flip)))", SAME_AS_TENSORS),
+    Mutant("a permutation matrix read transposed", ACTIONS, "    return rounded.argmax(axis=1)", "    return rounded.argmax(axis=0)", REGULAR_FIELDS),
+    Mutant("a field permuted by the inverse rotation", ACTIONS, "        k = int(round(k)) % n_rot\n", "        k = (-int(round(k))) % n_rot\n", REGULAR_FIELDS),
+    Mutant("a masked group compares outside its disc", ACTIONS, "        if not self.group.mask:\n            return None", "        if True:\n            return None",
+           REGULAR_FIELDS),
+    # training augmentations
+    Mutant("the photographs never flipped", AUGMENT, "flip = torch.rand(n, generator=gen) < 0.5", "flip = torch.rand(n, generator=gen) < 0.0", AUGMENTS),
+    Mutant("the photographs flipped upside down", AUGMENT, "x.flip(-1), x)", "x.flip(-2), x)", AUGMENTS),
+    Mutant("the photographs never cropped", AUGMENT, "scale = 0.7 + 0.3 * torch.rand(n, generator=gen)", "scale = 1.0 + 0.0 * torch.rand(n, generator=gen)",
+           AUGMENTS),
+    Mutant("jittered photographs not clipped", AUGMENT, "return ((x - mean) * contrast + mean * bright).clamp(0, 1)",
+           "return ((x - mean) * contrast + mean * bright)", AUGMENTS),
+    Mutant("digits rotated within a quarter turn", "geed/data/digits.py", "angles = torch.rand(x.shape[0], generator=generator) * 360.0",
+           "angles = torch.rand(x.shape[0], generator=generator) * 90.0", WHOLE_CIRCLE),
+    Mutant("one angle for a whole batch of digits", "geed/data/digits.py", "angles = torch.rand(x.shape[0], generator=generator) * 360.0",
+           "angles = torch.rand(1, generator=generator).expand(x.shape[0]) * 360.0", WHOLE_CIRCLE),
+    # the equivariance checks for tests
+    Mutant("float32 counted exact to 1e-3", TESTING, "torch.float32: 1e-5,", "torch.float32: 1e-3,", S3_EACH_FAILS),
+    Mutant("an invariance error divided by M", TESTING, "out[name] = r.value * r.normaliser  # unnormalised: an absolute distance",
+           "out[name] = r.value  # unnormalised: an absolute distance", f"{T_DIGITS}::test_the_invariance_error_of_a_layer_is_an_absolute_distance"),
+    Mutant("an equivariance error without the 1", TESTING, 'out = {name: 1.0 + rep[("channelwise", name)].value for name in (layers or {})}',
+           'out = {name: rep[("channelwise", name)].value for name in (layers or {})}',
+           f"{T_DIGITS}::test_every_registered_model_with_a_spatial_action_reads_minus_one_when_exactly_equivariant"),
+    # what a chapter records
+    Mutant("a chapter's provenance without its parameters", CHAPTER,
+           '        rows += [(f"parameter {k}", json.dumps(v, default=str)) for k, v in self.params.items()]\n', "", PROVENANCE),
+    Mutant("a chapter's run recorded without its parameters", CHAPTER, 'claims.start(name, {"profile": profile, "params": params,',
+           'claims.start(name, {"profile": profile, "params": {},', PROVENANCE),
+    Mutant("a chapter's headline claim not marked", CHAPTER, "claims.record(self.name, claim_id, source, claim, verdict, note, key=key)",
+           "claims.record(self.name, claim_id, source, claim, verdict, note, key=False)", PROVENANCE),
+    # the calibration's simulated configurations
+    Mutant("a claim about some part simulated with the others for it", CALIBRATION, "            out[:] = -50.0\n            out[0] = 0.0",
+           "            out[:] = 50.0\n            out[0] = 0.0", SOME_PART),
+    Mutant("the power of a claim about some part planted in every part", CALIBRATION, '        if kind == "for_some":\n            out[0] = effect',
+           '        if kind == "for_some":\n            out[:] = effect', SOME_PART),
+    Mutant("a simulated contrast shifted by its weight", CALIBRATION, "groups[0] = groups[0] + shift[j] / w[0]", "groups[0] = groups[0] + shift[j] * w[0]",
+           f"{T_CAL}::test_a_simulated_contrast_has_the_true_value_it_is_given"),
+    Mutant("a claim of parts fails only when all its parts fail", CALIBRATION, "fails = np.any(codes == 2, axis=-1)", "fails = np.all(codes == 2, axis=-1)",
+           f"{T_CAL}::test_a_claim_made_of_parts_is_simulated_as_the_ledger_combines_them"),
+    Mutant("the detectable effect found half the time", CALIBRATION, "        if power(spec, e, n_sims=n_sims, seed=seed) >= target:",
+           "        if power(spec, e, n_sims=n_sims, seed=seed) >= 0.5:", f"{T_CAL}::test_the_detectable_effect_is_the_smallest_on_the_grid_found_80_percent_of_the_time"),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

@@ -140,6 +140,12 @@ def test_on_one_pixel_maps_every_rotation_is_in_the_kernel():
         assert action.kernel((2, 3, 5, 5)) == [0]
         Y = torch.randn(len(g), 2, 3, 1, 1, dtype=torch.float64)
         torch.testing.assert_close(orbit_mean(Y, action), Y.mean(0), rtol=1e-12, atol=1e-12)
+    # regular fields: on a 1 x 1 map a rotation still permutes the channels, so only the elements whose
+    # channel map is the identity (here the identity alone) are in the kernel; identity channel maps change nothing
+    g = geed.get_group("C4")
+    shifts = [np.roll(np.eye(4), k, axis=0) for k in range(4)]  # C4's regular representation
+    assert SpatialAction(g, channel_maps=shifts).kernel((2, 4, 1, 1)) == [0]
+    assert SpatialAction(g, channel_maps=[np.eye(4)] * 4).kernel((2, 4, 1, 1)) == [0, 1, 2, 3]
 
 
 def test_hand_computed_example():

@@ -234,3 +234,21 @@ def test_the_averaged_feature_extractor_is_exactly_invariant():
     assert float((z - z[0]).abs().max()) < 1e-12 * float(z.abs().max())
     plain = torch.stack([base.features(g.act(x, i)) for i in range(4)]).detach()
     assert float((plain - plain[0]).abs().max()) > 1e-2 * float(plain.abs().max())
+
+
+def test_the_invariance_error_of_a_layer_is_an_absolute_distance():
+    """``equivariance_error`` reports an invariant layer's deviation as a distance in the layer's own
+    units (latent G-EED in l2 without the normaliser M): outputs ten times larger are ten times as far
+    from invariant, where the normalised G-EED would not change."""
+
+    class Corner(torch.nn.Module):  # the top-left corner of the image, scaled: far from rotation invariant
+        def __init__(self, scale: float) -> None:
+            super().__init__()
+            self.scale, self.latent = scale, torch.nn.Flatten()
+
+        def forward(self, x):
+            return self.latent(self.scale * x[:, :, :2, :3])
+
+    x = smooth_images(4).double()
+    small, large = (equivariance_error(Corner(k), x, "C4", invariant=["latent"])["latent"] for k in (1.0, 10.0))
+    assert small > 1e-3 and large == pytest.approx(10 * small, rel=1e-9)

@@ -267,3 +267,61 @@ def test_the_over_training_baseline_does_not_depend_on_the_checkpoint_spacing():
     assert baseline_step(range(0, 2001, 500)) == 500
     assert baseline_step([0, 10, 20]) == 10 and baseline_step([0, 20, 40]) == 20
     assert baseline_step([0]) == 0
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_claim_about_some_part_is_simulated_where_its_documentation_says(k):
+    """For a claim about some part, the power is that of an effect in one part only (an effect in every
+    part would be found more often, and overstate it), and the false *does not hold* is simulated with
+    one part at zero and every other far against the claim (with the others far for it, a *does not
+    hold* could not happen at all, and the reported rate would fall back on the null case)."""
+    some = RULES["for_some"](5, k, False).spec
+    one = np.zeros(k)
+    one[0] = 2.0
+    assert K.power(some, 2.0, n_sims=N_SIMS) == pytest.approx(_rate_at(some, one, C.HOLDS), abs=2 * SLACK)
+    assert K.power(some, 2.0, n_sims=N_SIMS) < _rate_at(some, np.full(k, 2.0), C.HOLDS) - 2 * SLACK
+    against = np.full(k, -50.0)
+    against[0] = 0.0
+    assert K.simulate(some, "least favourable", n_sims=N_SIMS)["does not hold"] == pytest.approx(_rate_at(some, against, C.FAILS), abs=2 * SLACK)
+
+
+def test_a_simulated_contrast_has_the_true_value_it_is_given(monkeypatch):
+    """The simulation plants a part's true contrast ``sum w_j mu_j`` at the shift asked for, whatever the
+    weights: with weights (2, -1) a shift of 1.5 standard deviations gives contrasts that average 1.5."""
+    seen = []
+    t_stats = K._t_stats
+
+    def recording(groups, weights):
+        out = t_stats(groups, weights)
+        seen.append(out[0])
+        return out
+
+    monkeypatch.setattr(K, "_t_stats", recording)
+    spec = {"kind": "greater", "parts": [{"n": [20, 20], "weights": [2.0, -1.0]}]}
+    K._draw(spec, np.array([1.5]), 4000, np.random.default_rng(0))
+    # the SD of one simulated contrast is sqrt(4/20 + 1/20) = 0.5, so the mean of 4000 is within 0.008 (1 SD)
+    assert float(np.mean(seen[0])) == pytest.approx(1.5, abs=0.04)
+
+
+def test_a_claim_made_of_parts_is_simulated_as_the_ledger_combines_them():
+    """A claim of several parts (``claims.all_of``) does not hold when any part does not, and holds when
+    every part holds; its simulation combines the simulated parts in the same way."""
+    rng = np.random.default_rng(5)
+    far = {"for": 50.0, "against": -50.0}
+    for a, b in itertools.product(far, far):
+        parts = [C.greater_for_all(_diffs(5, 1, rng=rng, shift=far[side] / 10)) for side in (a, b)]
+        combined = C.all_of(parts)
+        assert combined.spec["kind"] == "composite"
+        codes = K._codes(combined.spec, [[far[a]], [far[b]]], 500, np.random.default_rng(0))
+        want = {C.HOLDS: 1, C.FAILS: 2}[combined.verdict]
+        assert combined.verdict == (C.HOLDS if (a, b) == ("for", "for") else C.FAILS) and bool(np.all(codes == want)), (a, b)
+
+
+def test_the_detectable_effect_is_the_smallest_on_the_grid_found_80_percent_of_the_time():
+    grid = (0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16)
+    for kind, n in (("greater", 5), ("for_all", 10)):
+        spec = RULES[kind](n, 3, False).spec
+        e = K.detectable_effect(spec, n_sims=2000, seed=0)
+        smaller = [g for g in grid if g < e]
+        assert K.power(spec, e, n_sims=2000, seed=0) >= 0.8, (kind, e)
+        assert smaller and K.power(spec, smaller[-1], n_sims=2000, seed=0) < 0.8, (kind, e)

@@ -209,6 +209,14 @@ def test_provenance_shows_every_parameter_in_full(monkeypatch, tmp_path):
 
     assert json.dumps(long) in prov.to_html()  # no "..." in what the page shows
     assert pd.get_option("display.max_colwidth") is None
+    # a claim recorded as the chapter's headline is marked so in its table (the front page shows it)
+    chapter = Chapter("demo", "smoke", n=3)
+    chapter.claim("D-1", "Sec. 1", "the headline", claims.Verdict(claims.HOLDS, "1 > 0", "by hand"), key=True)
+    chapter.claim("D-2", "Sec. 1", "another", claims.Verdict(claims.HOLDS, "1 > 0", "by hand"))
+    assert chapter.table().set_index("id")["key"].to_dict() == {"D-1": True, "D-2": False}
+    # the run's records keep its profile and parameters: `check` scales its time estimates from them
+    meta = claims.run_meta("demo", paths.staging_claims_dir())
+    assert meta["profile"] == "smoke" and meta["params"] == {"n": 3}
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ process, so each is run in ``--memory-repeats`` subprocesses, interleaved, and t
 
     python scripts/benchmark.py [--repeats 7] [--memory-repeats 3] [--threads 1] [--quick] [--no-readme]
     python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
+    python scripts/benchmark.py --split cnn --repeats 41   # which part of an evaluation costs what
     python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, three ways of forming targets
 
 The result is written between the benchmark markers of README.md.
@@ -248,6 +249,34 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
         b, g = profiled(job.bare), profiled(job.full)
         rows.append({"bare": b, "geed": g})
     return rows
+
+
+SPLIT_METHODS = ("every G-EED variant", "without channelwise", "softmax, DI and LI only", "no metric (the streamed passes alone)")
+
+
+def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> dict[str, dict[str, float]]:
+    """Which part of an evaluation costs what, beside the bare passes: geed with every variant, without
+    the channelwise metric, with the output metrics only, and with no metric at all (the streamed forward
+    passes with their hooks), in interleaved rounds, each ratio paired with its round's bare passes;
+    per method the median ratio and its quartiles."""
+    import geed
+    import numpy as np
+
+    job = _job(name, group_name, n)
+    m, x, g, cw, latent, chunk = job.model, job.x, job.group, job.cw, job.latent, job.chunk
+    runs = {"bare": job.bare,
+            SPLIT_METHODS[0]: lambda: geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk),
+            SPLIT_METHODS[1]: lambda: geed.evaluate(m, x, g, latent=latent, chunk_size=chunk),
+            SPLIT_METHODS[2]: lambda: geed.evaluate(m, x, g, chunk_size=chunk),
+            SPLIT_METHODS[3]: lambda: geed.evaluate(m, x, g, logits=False, chunk_size=chunk)}
+    for run in runs.values():  # warm-up
+        run()
+    times = _interleaved(runs, rounds)
+    out = {}
+    for method in SPLIT_METHODS:
+        ratios = np.asarray(times[method]) / np.asarray(times["bare"])
+        out[method] = {"median": float(np.median(ratios)), "q1": float(np.percentile(ratios, 25)), "q3": float(np.percentile(ratios, 75))}
+    return out
 
 
 PASS_JOBS = [("C8", 33, 48), ("C4", 33, 48), ("D4", 16, 64), ("C8", 25, 24), ("C8", 13, 48), ("C8", 7, 96)]  # group, side, channels
@@ -480,6 +509,8 @@ def main() -> None:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--breakdown", metavar="MODEL", help="profile where geed's time goes beside the bare passes for one model "
                     "(C8, N = 256; cnn, c8cnn, resnet18, ...), print it and stop")
+    ap.add_argument("--split", metavar="MODEL", help="time geed with every variant, without channelwise, with the output metrics "
+                    "only and with no metric, against the bare passes (C8, N = 32, --repeats rounds), print it and stop")
     ap.add_argument("--pass-only", action="store_true", help="time the CPU's compiled channelwise pass alone, as it forms each "
                     "element's targets against none derived from another and every element built and turned (printed, not "
                     "written to the README)")
@@ -509,6 +540,11 @@ def main() -> None:
                   f"compiled pass {g['compiled']:.3f}, rest {g['rest']:.3f}); as shares of the bare model ops: compiled "
                   f"{g['compiled'] / b['model']:.1%}, extra rest {(g['rest'] - b['rest']) / b['model']:.1%}, "
                   f"model ops {g['model'] / b['model'] - 1:+.1%}", flush=True)
+        return
+    if args.split:
+        for method, r in split(args.split, rounds=args.repeats).items():
+            print(f"{args.split} C8 N=32, {args.threads} thread(s), {args.repeats} rounds: {method}: {r['median']:.3f}x the bare passes "
+                  f"(quartiles {r['q1']:.3f}-{r['q3']:.3f})", flush=True)
         return
     if args.pass_only:
         for r in pass_timings():

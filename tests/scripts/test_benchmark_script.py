@@ -143,3 +143,9 @@ def test_the_gpu_profiles_operation_count_runs_on_a_cpu_and_puts_everything_back
     assert ops["convolution"] > 0 and sum(ops.values()) > ops["convolution"]
     assert not set(ops) & profile_gpu.VIEWS
     assert (_fused.supports, _fused_cuda.supports, _fused_cuda.channelwise, orbit._SHARED_STORE) == before
+
+
+def test_the_split_times_each_part_of_an_evaluation_against_the_bare_passes(bench):
+    out = bench.split("cnn@0.0417", n=2, rounds=2)
+    assert list(out) == list(bench.SPLIT_METHODS)
+    assert all(r["q1"] <= r["median"] <= r["q3"] and r["median"] > 0 for r in out.values())

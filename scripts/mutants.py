@@ -5,13 +5,13 @@ verdict -- a distance, a normaliser, an interval, a correction for several compa
 threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
 restores, what the book publishes, how published weights are read, what a chart or the ledger's page
 shows, what the inputs survey reports, the `paper` profile's settings, how a group acts on a layer,
-what the calibration simulates -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
+what the calibration simulates, what a streamed evaluation checks and reports -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 27 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 29 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -85,6 +85,8 @@ AUGMENTS = "tests/training/test_fit.py::test_augment_flips_about_half_crops_and_
 WHOLE_CIRCLE = "tests/data/test_digits_ood.py::test_random_rotations_cover_the_whole_circle_uniformly"
 PROVENANCE = f"{T_PIPELINE}::test_provenance_shows_every_parameter_in_full"
 SOME_PART = f"{T_CAL}::test_a_claim_about_some_part_is_simulated_where_its_documentation_says"
+ORBIT = "geed/orbit.py"
+TRAIN_MODE = f"{T_INPUTS}::test_a_model_in_training_mode_is_measured_in_evaluation_mode_and_left_unchanged"
 
 MUTANTS = [
     # the metrics
@@ -561,6 +563,35 @@ MUTANTS = [
            f"{T_CAL}::test_a_claim_made_of_parts_is_simulated_as_the_ledger_combines_them"),
     Mutant("the detectable effect found half the time", CALIBRATION, "        if power(spec, e, n_sims=n_sims, seed=seed) >= target:",
            "        if power(spec, e, n_sims=n_sims, seed=seed) >= 0.5:", f"{T_CAL}::test_the_detectable_effect_is_the_smallest_on_the_grid_found_80_percent_of_the_time"),
+    # the streamed evaluation: what it checks, how it reads a block, how it reports
+    Mutant("M from the evaluated points despite reference points", ORBIT,
+           '        M = {(lat, dist): _normaliser(given[lat], dist, block=_m_block(given[lat]), layer=lat)\n             for lat in latents for dist in ("l2", "cosine")}\n        del given',
+           "        del given", f"{T_INPUTS}::test_wrong_inputs_and_models_are_refused_before_any_forward_pass"),
+    Mutant("the two reference points' results swapped", ORBIT, 'suffixes = {ref: "" if ref == "orbit" else "@input" for ref in references}',
+           'suffixes = {ref: "" if ref == "input" else "@input" for ref in references}', f"{T_METRICS}::test_without_channel_permutation_c8_model_looks_non_equivariant"),
+    Mutant("a block's orbit read sample-major", ORBIT, "        Yb = _join(got).reshape(n_el, b, *t.shape[1:])",
+           "        Yb = _join(got).reshape(b, n_el, *t.shape[1:]).transpose(0, 1)", f"{T_METRICS}::test_equivariant_map_has_zero_channelwise_deviation"),
+    Mutant("a model measured in training mode", ORBIT, "    if switch:\n        model.eval()", "    if False:\n        model.eval()", TRAIN_MODE),
+    Mutant("a model's modes not restored", ORBIT, "            for m, mode in modes:\n                m.train(mode)", "            pass", TRAIN_MODE),
+    Mutant("oblong inputs accepted under quarter turns", ORBIT, "    quarter = any(e.angle % 180 == 90 for e in group.elements)",
+           "    quarter = any(e.angle == 90 for e in group.elements[:1])", f"{T_INPUTS}::test_non_square_inputs_are_refused_under_quarter_turns_only"),
+    Mutant("inputs with NaN accepted", ORBIT, '                         f"got inputs of {h} x {w} (crop or pad them to a square first)")\n    _check_finite(x, "inputs")',
+           '                         f"got inputs of {h} x {w} (crop or pad them to a square first)")',
+           f"{T_INPUTS}::test_wrong_inputs_and_models_are_refused_before_any_forward_pass"),
+    Mutant("progress's time left from the samples done", ORBIT, 'left = (self.total - done) / rate if rate > 0 else float("inf")',
+           'left = done / rate if rate > 0 else float("inf")', "tests/core/test_orbit_streaming.py::test_progress_reports_rate_and_time_left_and_is_off_by_default"),
+    Mutant("the automatic chunk ignores the memory budget", ORBIT, "return int(max(1, min(cap, budget // max(per_input, 1))))", "return int(max(1, cap))",
+           "tests/core/test_orbit_streaming.py::test_the_automatic_chunk_follows_the_memory_budget"),
+    Mutant("a summary's interval upside down", ORBIT, 'rows.append({"metric": m, "layer": layer, "value": r.value, "lo": lo, "hi": hi,',
+           'rows.append({"metric": m, "layer": layer, "value": r.value, "lo": hi, "hi": lo,', f"{T_METRICS}::test_per_sample_values_and_bootstrap_interval"),
+    Mutant("reduced-precision convolutions left on", ORBIT, '            setattr(holder, name, False if name == "allow_tf32" else "ieee")', "            pass",
+           f"{T_INPUTS}::test_measuring_runs_in_full_float32_and_gives_the_callers_precision_back"),
+    Mutant("latent G-EED streamed against f(x) only", ORBIT,
+           '                    add((f"latent_{dist}" + sfx, lat), _pair_values(joined[lat], trivial, dist, ref), b)',
+           '                    add((f"latent_{dist}" + sfx, lat), _pair_values(joined[lat], trivial, dist, "input"), b)',
+           f"{T_METRICS}::test_orbit_reference_vs_input_reference_differ_for_non_invariant_model"),
+    Mutant("the unnormalised cosine reads the l2 values", ORBIT, '_latent_result(values[("latent_cosine" + sfx, lat)], group,\n',
+           '_latent_result(values[("latent_l2" + sfx, lat)], group,\n', NOT_POSITIVE),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

@@ -1,4 +1,6 @@
 """Streaming evaluation gives the values of the whole-orbit reference path, at any chunk size."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,14 @@ def test_progress_reports_rate_and_time_left_and_is_off_by_default(capsys, monke
     assert "12/12 samples" in capsys.readouterr().err
     with pytest.raises(TypeError, match="progress"):
         geed.evaluate(model, x, g, progress="yes")
+    # on a clock read by hand: 25 of 100 samples in 10 s is 2.5 samples/s, with 30 s left; the end says the total
+    clock = iter([0.0, 10.0, 40.0])
+    monkeypatch.setattr(orbit, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))  # this module's clock only
+    timed: list[str] = []
+    progress = orbit.Progress(100, "samples", timed.append, every=0.0)
+    progress.update(25)
+    progress.update(100)
+    assert timed == ["[geed.evaluate] 25/100 samples, 2.5 samples/s, about 30 s left", "[geed.evaluate] 100/100 samples, 2.5 samples/s, done in 40.0 s"]
 
 
 def test_small_outputs_scored_over_several_blocks_give_the_same_values(monkeypatch):

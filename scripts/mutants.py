@@ -5,13 +5,14 @@ verdict -- a distance, a normaliser, an interval, a correction for several compa
 threshold, a training loss or augmentation, a data split, a chapter's cache key, what a training resume
 restores, what the book publishes, how published weights are read, what a chart or the ledger's page
 shows, what the inputs survey reports, the `paper` profile's settings, how a group acts on a layer,
-what the calibration simulates, what a streamed evaluation checks and reports -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
+what the calibration simulates, what a streamed evaluation checks and reports, what a chapter's text
+quotes -- into a plausible mistake, and names the test that must fail on it. The script copies the project's tracked files into a temporary
 folder (the working tree is never changed, so an interrupted run leaves nothing broken), applies each
 mutant there alone, runs its test, and reports which were caught. A mutant whose test passes is a
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 29 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 31 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -86,6 +87,8 @@ WHOLE_CIRCLE = "tests/data/test_digits_ood.py::test_random_rotations_cover_the_w
 PROVENANCE = f"{T_PIPELINE}::test_provenance_shows_every_parameter_in_full"
 SOME_PART = f"{T_CAL}::test_a_claim_about_some_part_is_simulated_where_its_documentation_says"
 ORBIT = "geed/orbit.py"
+GROUPS, T_GROUPS = "geed/groups.py", "tests/core/test_groups.py"
+QUOTES_41 = "tests/experiments/test_rotated_digits_claims.py::test_section_41_quotes_the_numbers_of_its_tables"
 TRAIN_MODE = f"{T_INPUTS}::test_a_model_in_training_mode_is_measured_in_evaluation_mode_and_left_unchanged"
 
 MUTANTS = [
@@ -592,6 +595,38 @@ MUTANTS = [
            f"{T_METRICS}::test_orbit_reference_vs_input_reference_differ_for_non_invariant_model"),
     Mutant("the unnormalised cosine reads the l2 values", ORBIT, '_latent_result(values[("latent_cosine" + sfx, lat)], group,\n',
            '_latent_result(values[("latent_l2" + sfx, lat)], group,\n', NOT_POSITIVE),
+    # what a chapter's text quotes
+    Mutant("4.1 quotes the CNN's accuracy as the C8-CNN's", "geed/experiments/section41.py", '"acc_c8": f"{acc[\'C8-CNN\']:.1%}"',
+           '"acc_c8": f"{acc[\'CNN\']:.1%}"', QUOTES_41),
+    Mutant("4.1 quotes dead shares over every step", "geed/experiments/section41.py", "    final = rd._final(track)\n", "    final = track\n", QUOTES_41),
+    Mutant("3 quotes the floor of the unmasked rows", "geed/experiments/section3.py",
+           'masked = floor_sum[(floor_sum.model == model) & (floor_sum.setting == "C8, masked")]["mean"]',
+           'masked = floor_sum[(floor_sum.model == model) & (floor_sum.setting == "C8, no mask")]["mean"]',
+           "tests/experiments/test_rotated_digits_claims.py::test_section3_quotes_the_floor_of_the_c8_cnn_under_masked_c8_and_its_c4_deviation"),
+    Mutant("4.3 quotes the range of single models", "geed/experiments/section43.py", 'means = tables["accuracies"].groupby(["arch", "init"])["accuracy"].mean()',
+           'means = tables["accuracies"]["accuracy"]', f"{T_43}::test_section_43_quotes_the_range_of_its_arms_mean_accuracies"),
+    # how the groups act
+    Mutant("the flip after the rotation", GROUPS, "        if e.flip:\n            out = torch.flip(out, dims=(-1,))\n        if e.angle % 360:\n            out = rotate(out, e.angle)\n",
+           "        if e.angle % 360:\n            out = rotate(out, e.angle)\n        if e.flip:\n            out = torch.flip(out, dims=(-1,))\n", f"{T_GROUPS}::test_composition_law_exact"),
+    Mutant("the flip upside down", GROUPS, "            out = torch.flip(out, dims=(-1,))", "            out = torch.flip(out, dims=(-2,))",
+           f"{T_GROUPS}::test_the_action_on_images_and_on_regular_fields_is_e2cnns"),
+    Mutant("the orbit without the input mask", GROUPS, "        base = self._masked(x)\n", "        base = x\n", SAME_AS_TENSORS),
+    Mutant("quarter turns clockwise", GROUPS, "return torch.rot90(x, int(round(quarter)) % 4, dims=(-2, -1))",
+           "return torch.rot90(x, -int(round(quarter)) % 4, dims=(-2, -1))", REGULAR_FIELDS),
+    Mutant("rotations in the grid's normalised coordinates", GROUPS,
+           "mat = torch.tensor([[[c, -s * h / w, 0.0], [s * w / h, c, 0.0]]], dtype=dtype, device=device)",
+           "mat = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]], dtype=dtype, device=device)",
+           f"{T_GROUPS}::test_an_interpolated_rotation_of_an_oblong_image_keeps_distances_in_pixels"),
+    Mutant("an element found whatever its flip", GROUPS, ") and e.flip == element.flip and e.shift == element.shift:", ") and e.shift == element.shift:",
+           f"{T_GROUPS}::test_composition_law_exact"),
+    Mutant("every element its own inverse", GROUPS, "            if self.compose(i, j) == 0:\n                return j", "            if j == i:\n                return j",
+           f"{T_GROUPS}::test_identity_first_and_inverses"),
+    Mutant("translations by one pixel whatever the step", GROUPS, "        self.elements = [Element(shift=self.step * k) for k in range(self.n)]",
+           "        self.elements = [Element(shift=k) for k in range(self.n)]", f"{T_GROUPS}::test_composition_law_exact"),
+    Mutant("every copy of the orbit permuted as the first", GROUPS, "torch.index_select(moved, -3, channels[i].to(moved.device), out=out[i])",
+           "torch.index_select(moved, -3, channels[0].to(moved.device), out=out[i])", REGULAR_FIELDS),
+    Mutant("45 degrees counted exact", GROUPS, "return all(abs((e.angle / 90) - round(e.angle / 90)) < 1e-12 for e in self.elements)",
+           "return all(abs((e.angle / 45) - round(e.angle / 45)) < 1e-12 for e in self.elements)", f"{T_GROUPS}::test_identity_first_and_inverses"),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

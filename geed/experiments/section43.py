@@ -4,7 +4,7 @@
 from its ImageNet weights, the paper's four architectures from published weights or an offline
 stand-in) and measures every recorded step of each run as soon as it is trained (cached per run);
 with ``keep_checkpoints`` False only each run's last checkpoint is then kept; ``claims(tables)`` gives the verdicts (rules in
-:func:`geed.experiments.pretrained.claims_43`).
+:func:`geed.experiments.pretrained.claims_43`), ``figures(tables)`` the numbers its text quotes.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from geed.experiments import pretrained as P
 from geed.experiments.tracking import RunTracker
 from geed.training import TrainResult, train
 
-__all__ = ["run", "claims"]
+__all__ = ["run", "claims", "figures"]
 
 
 def run(params: dict, cache=None, progress: bool = True) -> dict:
@@ -55,3 +55,10 @@ def claims(tables: dict) -> list[tuple]:
     headline = f"4.3-1-{tables['archs'][0]}"
     return [(cid, src, text, verdict, cid == headline)
             for cid, src, text, verdict in P.claims_43(tables["track"], tables["accuracies"], stand_in=tables["stand_in"])]
+
+
+def figures(tables: dict) -> dict[str, str]:
+    """The numbers the chapter's text quotes, by the name it glues them under: the range of the mean
+    test accuracy over the (architecture, initialisation) arms (``acc_range``)."""
+    means = tables["accuracies"].groupby(["arch", "init"])["accuracy"].mean()
+    return {"acc_range": f"{means.min():.0%} to {means.max():.0%}"}

@@ -43,6 +43,8 @@ def test_identity_first_and_inverses():
         assert g.elements[0].is_identity
         for i in range(len(g)):
             assert g.compose(i, g.inverse(i)) == 0
+    # exact: every element a permutation of pixels (quarter turns, flips, shifts); C8's 45 degrees interpolate
+    assert [get_group(n).is_exact for n in ("C4", "D4", "flip", "T3", "C8", "D8", "C16")] == [True] * 4 + [False] * 3
 
 
 def test_rotation_direction_matches_rot90():
@@ -52,6 +54,20 @@ def test_rotation_direction_matches_rot90():
     # bilinear rotation by 90 through grid_sample matches rot90 (direction check of the interpolation path)
     y = rotate(x, 90.0 + 1e-9)
     assert torch.allclose(y, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-6)
+
+
+def test_an_interpolated_rotation_of_an_oblong_image_keeps_distances_in_pixels():
+    """On a 21 x 41 image (C3 and C6 may act on oblong images: they have no quarter turn) a blob 8 pixels
+    right of the centre, rotated by 60 degrees counter-clockwise on screen, lands 8 pixels from the
+    centre at 60 degrees up and to the right; rotating in the grid's normalised coordinates instead
+    would squash it by the aspect ratio (to about 5.5 pixels)."""
+    img = torch.zeros(1, 1, 21, 41, dtype=torch.float64)
+    img[0, 0, 9:12, 27:30] = 1.0
+    out = rotate(img, 60.0)[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(21.0, dtype=torch.float64), torch.arange(41.0, dtype=torch.float64), indexing="ij")
+    mass = out.sum()
+    dx, dy = float((out * xs).sum() / mass) - 20, float((out * ys).sum() / mass) - 10
+    assert dx == pytest.approx(8 * 0.5, abs=0.1) and dy == pytest.approx(-8 * 3**0.5 / 2, abs=0.1)
 
 
 @pytest.mark.parametrize("group_name, n, flip", [("C8", 8, False), ("D4", 4, True)])

@@ -260,3 +260,13 @@ def test_claims_43_compare_with_a_checkpoint_after_the_start_of_training():
     from step 0 (where a pretrained model has not yet met the task)."""
     texts = {cid: text for cid, _, text, _ in claims_43(*_track43(True))}
     assert "from step 10 to step 20" in texts["4.3-2-a"] and "from step 10 to step 20" in texts["4.3-3-b"]
+
+
+def test_section_43_quotes_the_range_of_its_arms_mean_accuracies():
+    import pandas as pd
+
+    from geed.experiments import section43 as s43
+
+    acc = pd.DataFrame({"arch": ["a", "a", "a", "a", "b", "b"], "init": ["scratch", "scratch", "pretrained", "pretrained", "scratch", "scratch"],
+                        "seed": [0, 1, 0, 1, 0, 1], "accuracy": [0.50, 0.70, 0.90, 0.94, 0.30, 0.32]})
+    assert s43.figures({"accuracies": acc}) == {"acc_range": "31% to 92%"}  # the arms' means, not single models (30% to 94%)

@@ -12,7 +12,7 @@ mutant there alone, runs its test, and reports which were caught. A mutant whose
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 31 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 32 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 
@@ -87,6 +87,9 @@ WHOLE_CIRCLE = "tests/data/test_digits_ood.py::test_random_rotations_cover_the_w
 PROVENANCE = f"{T_PIPELINE}::test_provenance_shows_every_parameter_in_full"
 SOME_PART = f"{T_CAL}::test_a_claim_about_some_part_is_simulated_where_its_documentation_says"
 ORBIT = "geed/orbit.py"
+RD = "geed/experiments/rotated_digits.py"
+TRACKED = "tests/experiments/test_rotated_digits_claims.py::test_every_recorded_checkpoint_is_measured_under_the_masked_group_on_points_apart_from_m"
+OOD_M = "tests/experiments/test_rotated_digits_claims.py::test_out_of_distribution_the_normaliser_is_computed_on_each_data_set"
 GROUPS, T_GROUPS = "geed/groups.py", "tests/core/test_groups.py"
 QUOTES_41 = "tests/experiments/test_rotated_digits_claims.py::test_section_41_quotes_the_numbers_of_its_tables"
 TRAIN_MODE = f"{T_INPUTS}::test_a_model_in_training_mode_is_measured_in_evaluation_mode_and_left_unchanged"
@@ -627,6 +630,20 @@ MUTANTS = [
            "torch.index_select(moved, -3, channels[0].to(moved.device), out=out[i])", REGULAR_FIELDS),
     Mutant("45 degrees counted exact", GROUPS, "return all(abs((e.angle / 90) - round(e.angle / 90)) < 1e-12 for e in self.elements)",
            "return all(abs((e.angle / 45) - round(e.angle / 45)) < 1e-12 for e in self.elements)", f"{T_GROUPS}::test_identity_first_and_inverses"),
+    # how Sections 4.1 and 4.2 measure the digit models
+    Mutant("M over the measured digits themselves", RD, "return data.subset(n_points, seed).x, data.subset(n_reference, seed + 1).x",
+           "return data.subset(n_points, seed).x, data.subset(n_reference, seed).x", TRACKED),
+    Mutant("the digit models tracked without the input mask", RD, "    g = get_group(group, mask=True)\n    rows = []\n    for step, path",
+           "    g = get_group(group, mask=False)\n    rows = []\n    for step, path", TRACKED),
+    Mutant("only the last checkpoint tracked", RD, "    for step, path in sorted(res.checkpoints.items()):", "    for step, path in sorted(res.checkpoints.items())[-1:]:", TRACKED),
+    Mutant("4.2's M over the measured points", RD, "            rep = ev.evaluate(model, x, group, latent=model.latent_layer, reference_points=x_ref)",
+           "            rep = ev.evaluate(model, x, group, latent=model.latent_layer, reference_points=x)", OOD_M),
+    Mutant("4.2's untrained CNN a C8-CNN", RD, 'models.append(("untrained CNN", s, create_model("cnn", width=width, seed=s)',
+           'models.append(("untrained CNN", s, create_model("c8cnn", width=width, seed=s)', OOD_M),
+    Mutant("4.1's final models at their first step", RD, '    last = track.groupby(["family", "seed"])["step"].transform("max")',
+           '    last = track.groupby(["family", "seed"])["step"].transform("min")', "tests/experiments/test_rotated_digits_claims.py::test_claims_41_follow_the_numbers"),
+    Mutant("4.1's models paired by row order", RD, '    return sel.sort_values("seed")["value"]', '    return sel["value"]',
+           "tests/experiments/test_rotated_digits_claims.py::test_the_verdicts_of_41_do_not_depend_on_the_order_of_the_tables_rows"),
 ]
 
 _SKIP = {".git", ".cache", "_build", "build", "__pycache__", ".pytest_cache", ".venv", ".whl"}

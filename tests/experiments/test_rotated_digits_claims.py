@@ -207,3 +207,36 @@ def test_section3_quotes_the_floor_of_the_c8_cnn_under_masked_c8_and_its_c4_devi
     assert {k: got[k] for k in ("s3_floor_min", "s3_floor_max", "s3_c8_c4_max")} == {"s3_floor_min": "0.010", "s3_floor_max": "0.050",
                                                                                    "s3_c8_c4_max": "3.0e-07"}
     assert got["s3_mask_sentence"] == s3.mask_sentence(t["floor_summary"])
+
+
+def test_every_recorded_checkpoint_is_measured_under_the_masked_group_on_points_apart_from_m(monkeypatch, tmp_path):
+    """4.1 and 4.2 measure each run at every recorded step, under the group with its input mask, and take
+    M over rotated test digits drawn apart from the measured ones (another seed: the overlap of two
+    independent draws of 10 and 20 of 900 digits is 0.2 digits on average)."""
+    from pathlib import Path
+
+    import torch
+
+    from geed.training import TrainConfig, TrainResult
+
+    x, x_ref = rd.evaluation_points(10, 20, seed=0)
+    shared = sum(bool((x_ref == row).flatten(1).all(1).any()) for row in x)
+    assert x.shape[0] == 10 and x_ref.shape[0] == 20 and shared <= 3
+    seen = []
+    monkeypatch.setattr(rd, "load_checkpoint", lambda config, path: torch.nn.Identity())
+    monkeypatch.setattr(rd, "_measure", lambda model, x, x_ref, g: seen.append(g) or [{"metric": "m", "value": 0.0}])
+    res = TrainResult(TrainConfig(family="cnn", seed=3), {step: Path(tmp_path / f"{step}.pt") for step in (40, 0, 20)})
+    rows = rd.track_run(res, x, x_ref, "C8")
+    assert [r["step"] for r in rows] == [0, 20, 40] and all(r["seed"] == 3 and r["family"] == "CNN" for r in rows)
+    assert all(g.name == "C8" and g.mask for g in seen)
+
+
+def test_the_verdicts_of_41_do_not_depend_on_the_order_of_the_tables_rows():
+    """Paired comparisons (one model over training or depth) pair each model with itself by its seed,
+    whatever order the runs' rows arrive in (a cache may return them in any order)."""
+    track, acc = _track(c8_better=True), pd.DataFrame({"accuracy": [0.99] * 8})
+    rng = np.random.default_rng(0)
+    track["value"] += rng.normal(0, 0.01, len(track))  # seeds that differ, so that a wrong pairing shows
+    want = {cid: (v.verdict, v.figures) for cid, _, _, v in claims_41(track, acc)}
+    shuffled = track.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    assert {cid: (v.verdict, v.figures) for cid, _, _, v in claims_41(shuffled, acc)} == want

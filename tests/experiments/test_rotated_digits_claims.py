@@ -187,8 +187,6 @@ def test_section_41_quotes_the_numbers_of_its_tables():
 def test_section3_quotes_the_floor_of_the_c8_cnn_under_masked_c8_and_its_c4_deviation():
     """``section3.floor_figures``: the range over blocks of the C8-CNN's mean deviation under masked C8
     (not the CNN's, not unmasked, not C4), and its largest C4 deviation of any single model."""
-    import itertools
-
     from geed import stats
     from geed.experiments import section3 as s3
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from geed.models import create_model, is_digit_model, list_models, zoo
+from tests.models.test_zoo import _same_body
 
 
 def test_every_architecture_has_a_tiny_variant():
@@ -62,7 +63,6 @@ def test_published_weights_are_read_from_the_weights_dir_it_is_given(tmp_path, m
     src = create_model("densenet121", seed=1)
     torch.save(src.body.state_dict(), tmp_path / "densenet121-a639ec97.pth")
     dst = create_model("densenet121", pretrained=True, weights_dir=tmp_path, seed=2)
-    got, want = dst.body.state_dict(), src.body.state_dict()
-    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert _same_body(src, dst)
     with pytest.raises(zoo.WeightsNotFound):
         create_model("densenet121", pretrained=True, weights_dir=tmp_path / "empty")

@@ -144,6 +144,8 @@ def test_the_paper_profile_is_the_papers_protocol_wherever_the_paper_states_it()
     notebook's own default), so a run of that profile is the paper's protocol where the paper says
     what it was."""
     profile = book.load_profile("paper", ROOT)
+    effective = {chapter: {**book._notebook_defaults(ROOT / "notebooks" / f"{chapter}.ipynb"), **profile.get(chapter, {})}
+                 for chapter in {chapter for chapter, _ in PAPERS_PROTOCOL}}
     for (chapter, name), (value, where) in PAPERS_PROTOCOL.items():
-        effective = {**book._notebook_defaults(ROOT / "notebooks" / f"{chapter}.ipynb"), **profile.get(chapter, {})}
-        assert effective[name] == value, f"paper profile, {chapter}.{name} = {effective[name]!r}; the paper's is {value!r} ({where})"
+        got = effective[chapter][name]
+        assert got == value, f"paper profile, {chapter}.{name} = {got!r}; the paper's is {value!r} ({where})"

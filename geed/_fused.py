@@ -15,7 +15,9 @@ sums ``|a|^2``, ``|b|^2`` and ``a . b`` of every (element, sample, channel) in f
 identity and one-pixel maps read the reference's rows directly; interpolated rotations build their
 targets where the reads are contiguous and turn them, and one that is a one-pixel map after another,
 as 135 degrees is a quarter turn after 45, reads the other's turned targets through an index row:
-see ``_kinds`` and ``_channelwise_pass``). The
+see ``_kinds`` and ``_channelwise_pass``). It takes the (sample, channel) rows a block at a time,
+every element over one block before the next, so that what it builds from a block stays in the
+processor's cache. The
 cosine conventions (dead channels, the zero tolerance) are then applied to those sums as the
 tensor path applies them, and the mean over channels taken, in the same compiled call; the tests
 hold the two paths equal.
@@ -268,31 +270,35 @@ def _build(refT, idx, wts, K, e, T):  # pragma: no cover - compiled
                     T[s, p] += w * refT[src, p]
 
 
-def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, kind, base, w1, i1):  # pragma: no cover - compiled
+def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, kind, base, w1, i1, block):  # pragma: no cover - compiled
     """Channelwise G-EED of orbit outputs ``Y`` (G, N, C, S) against ``ref`` (N, C, S), written into
     ``per_pair`` (N, G); returns the number of undefined (dead) channel comparisons.
 
-    Each element's target row b = g . ref[p] of a (sample, channel) row p is formed as the sums run,
-    in one of four ways (``kind``, per element): the identity map reads ref[p] itself, weighted
-    (``w1``, the element's weights in one contiguous row); a map with one input pixel per output
-    pixel (quarter turns, flips) reads ref[p] through its index row ``i1``, a row that sits in the
-    processor's nearest cache; an interpolated map (a rotation by 45 degrees) has its targets built
-    first, as T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] along the (sample, channel) axis p, where the
-    reads are contiguous (the first term written, the others added), and turned block by block into
-    rows of pixels; an interpolated map that is a one-pixel map after one of those (``base``) reads the
-    base's turned targets through that one-pixel map's row (``w1``, ``i1``). A weight of zero gives a
-    target of zero whatever it would read (NaN included), in every way. One contiguous pass with
-    f(g x) then accumulates |a|^2, |b|^2 and a . b in float64.
+    The (sample, channel) rows p of the reference are taken ``block`` rows at a time (in the parallel
+    build, blocks run in parallel), and every element's sums over a block are formed before the next
+    block is read: the block's reference, and the targets built and turned from it, stay in the
+    processor's cache (see ``_rows_per_block``), where a pass over whole maps, one element after another,
+    reads each of them back from memory.
+
+    Each element's target row b = g . ref[p] of a row p is formed as the sums run, in one of four ways
+    (``kind``, per element): the identity map reads ref[p] itself, weighted (``w1``, the element's weights
+    in one contiguous row); a map with one input pixel per output pixel (quarter turns, flips) reads ref[p]
+    through its index row ``i1``; an interpolated map (a rotation by 45 degrees) has its targets built
+    first, as T[s, p] = sum_k wts[s, k] refT[idx[s, k], p] along the block's rows p, where the reads are
+    contiguous (the first term written, the others added), and turned block by block into rows of pixels;
+    an interpolated map that is a one-pixel map after one of those (``base``) reads the base's turned
+    targets through that one-pixel map's row (``w1``, ``i1``). A weight of zero gives a target of zero
+    whatever it would read (NaN included), in every way. One contiguous pass with f(g x) then accumulates
+    |a|^2, |b|^2 and a . b in float64.
     The cosine conventions of ``geed.metrics._cosine`` follow on those sums: a channel below
     ``tol`` times the sample's largest norm counts as zero, one zero side gives 0, two give NaN
     (left out of the mean over channels), NaN in a sample's norms switches the tolerance off."""
     G, N, C, S = Y.shape
     P = N * C
     ref2 = ref.reshape(P, S)
-    # turned targets are kept for the elements that derived ones read (built on first use); any other
-    # interpolated element builds its own into one shared slot just before it is read
+    # turned targets are kept, within a block, for the elements that derived ones read (built on first
+    # use); any other interpolated element builds its own into one shared slot just before it is read
     keep = np.zeros(kind.shape[0], dtype=np.bool_)
-    built = np.zeros(kind.shape[0], dtype=np.bool_)
     interpolated = 0
     for g in range(G):
         e = elem[g]
@@ -302,64 +308,70 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, k
             interpolated += 1
     slot = np.cumsum(keep) - 1  # the kept elements' slots; the shared one is the last
     slots = keep.sum() + 1 if interpolated > 0 else 0
-    rows = S if interpolated > 0 else 0  # the turned reference and targets only where an element needs them
-    refT = np.empty((rows, P), dtype=ref.dtype)
-    if rows > 0:
-        _transpose(ref2, refT)
-    T = np.empty((rows, P), dtype=ref.dtype)
-    TT = np.empty((slots, P, S), dtype=ref.dtype)
-    sums = np.empty((3, N, C), dtype=np.float64)
+    pixels = S if interpolated > 0 else 0  # the turned reference and targets only where an element needs them
+    sums = np.empty((3, G, N, C), dtype=np.float64)
+    for blk in numba.prange((P + block - 1) // block):
+        p0 = blk * block
+        rows = min(P, p0 + block) - p0
+        refb = ref2[p0 : p0 + rows]
+        refT = np.empty((pixels, rows), dtype=ref.dtype)
+        if pixels > 0:
+            _transpose(refb, refT)
+        T = np.empty((pixels, rows), dtype=ref.dtype)
+        TT = np.empty((slots, rows, S), dtype=ref.dtype)
+        built = np.zeros(kind.shape[0], dtype=np.bool_)
+        for g in range(G):
+            e = elem[g]
+            how = kind[e]
+            src = refb  # what the element's target rows are read from: the reference, or turned targets
+            if how == GATHERED or how == DERIVED:
+                owner = e if how == GATHERED else base[e]  # the element whose turned targets are read
+                src = TT[slot[owner] if keep[owner] else slots - 1]
+                if not built[owner]:
+                    _build(refT, idx, wts, nk[owner], owner, T)
+                    _transpose(T, src)
+                    built[owner] = keep[owner]
+            for q in range(rows):
+                p = p0 + q
+                n = p // C
+                c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
+                sa = 0.0
+                sb = 0.0
+                sd = 0.0
+                # one loop per way of reading src (as it is, weighted, through an index row), each with a
+                # branch-free body that vectorises (the identity's contiguous reads are faster than the same
+                # reads through an index row)
+                if how == GATHERED:
+                    for s in range(S):
+                        a = np.float64(Y[g, n, c, s])
+                        b = np.float64(src[q, s])
+                        sa += a * a * r[s]
+                        sb += b * b
+                        sd += a * b
+                elif how == IDENTITY:
+                    for s in range(S):
+                        a = np.float64(Y[g, n, c, s])
+                        b = np.float64(w1[e, s] * src[q, s]) if w1[e, s] != 0.0 else 0.0
+                        sa += a * a * r[s]
+                        sb += b * b
+                        sd += a * b
+                else:  # one pixel (from the reference) or derived (from a base's turned targets), through an index row
+                    for s in range(S):
+                        a = np.float64(Y[g, n, c, s])
+                        b = np.float64(w1[e, s] * src[q, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
+                        sa += a * a * r[s]
+                        sb += b * b
+                        sd += a * b
+                sums[0, g, n, p % C] = np.sqrt(sa)
+                sums[1, g, n, p % C] = np.sqrt(sb)
+                sums[2, g, n, p % C] = sd
     dead = 0
-    for g in range(G):
-        e = elem[g]
-        how = kind[e]
-        src = ref2  # what the element's target rows are read from: the reference, or turned targets
-        if how == GATHERED or how == DERIVED:
-            owner = e if how == GATHERED else base[e]  # the element whose turned targets are read
-            src = TT[slot[owner] if keep[owner] else slots - 1]
-            if not built[owner]:
-                _build(refT, idx, wts, nk[owner], owner, T)
-                _transpose(T, src)
-                built[owner] = keep[owner]
-        for p in numba.prange(P):
-            n = p // C
-            c = inv[g, p % C]  # the channel of f(g x) compared with channel p % C of the reference
-            sa = 0.0
-            sb = 0.0
-            sd = 0.0
-            # one loop per way of reading src (as it is, weighted, through an index row), each with a
-            # branch-free body that vectorises (the identity's contiguous reads are faster than the same
-            # reads through an index row)
-            if how == GATHERED:
-                for s in range(S):
-                    a = np.float64(Y[g, n, c, s])
-                    b = np.float64(src[p, s])
-                    sa += a * a * r[s]
-                    sb += b * b
-                    sd += a * b
-            elif how == IDENTITY:
-                for s in range(S):
-                    a = np.float64(Y[g, n, c, s])
-                    b = np.float64(w1[e, s] * src[p, s]) if w1[e, s] != 0.0 else 0.0
-                    sa += a * a * r[s]
-                    sb += b * b
-                    sd += a * b
-            else:  # one pixel (from the reference) or derived (from a base's turned targets), through an index row
-                for s in range(S):
-                    a = np.float64(Y[g, n, c, s])
-                    b = np.float64(w1[e, s] * src[p, i1[e, s]]) if w1[e, s] != 0.0 else 0.0
-                    sa += a * a * r[s]
-                    sb += b * b
-                    sd += a * b
-            sums[0, n, c] = np.sqrt(sa)
-            sums[1, n, c] = np.sqrt(sb)
-            sums[2, n, c] = sd
-        undefined = 0
-        for n in numba.prange(N):
+    for n in numba.prange(N):
+        for g in range(G):
             scale = 0.0
             for c in range(C):
-                na = sums[0, n, c]
-                nb = sums[1, n, c]
+                na = sums[0, g, n, c]
+                nb = sums[1, g, n, c]
                 if np.isnan(na) or np.isnan(nb) or np.isnan(scale):
                     scale = np.nan
                 else:
@@ -370,26 +382,39 @@ def _channelwise_pass(Y, ref, idx, wts, nk, elem, inv, r, tol, tiny, per_pair, k
             total = 0.0
             count = 0
             for c in range(C):
-                na = sums[0, n, c]
-                nb = sums[1, n, c]
+                na = sums[0, g, n, c]
+                nb = sums[1, g, n, c]
                 za = na <= floor
                 zb = nb <= floor
                 prod = na * nb
                 if prod < tiny:
                     prod = tiny
-                cos = sums[2, n, c] / prod
+                cos = sums[2, g, n, c] / prod
                 if za or zb:
                     cos = 0.0
                 if za and zb:
                     cos = np.nan
                 if np.isnan(cos):
-                    undefined += 1
+                    dead += 1
                 else:
                     total += cos
                     count += 1
             per_pair[n, g] = -(total / count) if count > 0 else np.nan
-        dead += undefined
     return dead
+
+
+# a block of (sample, channel) rows holds about this many bytes of each map it builds (the reference
+# block, its turned copy, the built and turned targets: a few such buffers, within a core's 1-2 MB
+# cache); 32 KB was the fastest budget on the digit CNN's maps (5 x 5 to 25 x 25) and on 33 x 33 and
+# 56 x 56 maps, in float32 (the blocks take 0.4-0.9x the time of one pass over whole maps under C8)
+_BLOCK_BYTES = 32 * 1024
+
+
+def _rows_per_block(S: int, itemsize: int) -> int:
+    """How many (sample, channel) rows of S pixels the pass takes at a time: about ``_BLOCK_BYTES`` of
+    each map, a multiple of 8 (the transposes' blocks) from 32 to 128 rows."""
+    rows = _BLOCK_BYTES // max(1, S * itemsize)
+    return int(min(128, max(32, rows - rows % 8)))
 
 
 if numba is not None:
@@ -409,7 +434,8 @@ def _plan(action, C: int, H: int, W: int) -> dict:
         tables = _pixel_maps(spatial, H, W)
         perm = _channel_perms(spatial, elements, C)
         plans[key] = {**tables, "wts32": tables["wts"].astype(np.float32), "w132": tables["w1"].astype(np.float32), "elements": np.asarray(elements, dtype=np.int64),
-                      "perm": perm, "inv": np.ascontiguousarray(np.argsort(perm, axis=1))}  # target channel c is reference channel perm[c]
+                      "perm": perm, "inv": np.ascontiguousarray(np.argsort(perm, axis=1)),  # target channel c is reference channel perm[c]
+                      "rows": {size: _rows_per_block(H * W, size) for size in (4, 8)}}  # per block, by bytes per value
     return plans[key]
 
 
@@ -429,7 +455,7 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[np.ndarray,
     per_pair = np.empty((N, G), dtype=np.float64)
     args = (Yn, refn, plan["idx"], plan["wts"] if Y.dtype == torch.float64 else plan["wts32"], plan["nk"], plan["elements"],
             plan["inv"], plan["region"], ZERO_TOL[Y.dtype], float(torch.finfo(Y.dtype).tiny), per_pair, plan["kind"],
-            plan["base"], plan["w1"] if Y.dtype == torch.float64 else plan["w132"], plan["i1"])
+            plan["base"], plan["w1"] if Y.dtype == torch.float64 else plan["w132"], plan["i1"], plan["rows"][Yn.itemsize])
     torch_threads = torch.get_num_threads()
     threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))  # torch's thread setting rules
     try:

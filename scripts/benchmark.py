@@ -287,9 +287,10 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
     orbit inputs (|G| x N = 64: a block of the default chunk), in milliseconds: as it forms each element's
     targets (the identity from the reference itself, one-pixel maps through an index row, interpolated
     rotations built along the (sample, channel) axis and turned, those that are a one-pixel map after
-    another read from its turned targets through an index row) against no interpolated map derived from
-    another, and against every element built and turned. Medians over interleaved rounds (in an order
-    reversed every other round); the values of the three are checked equal first."""
+    another read from its turned targets through an index row, a block of rows at a time) against no
+    interpolated map derived from another, against every element built and turned, and against every
+    (sample, channel) row in one block (each element over the whole maps before the next). Medians over
+    interleaved rounds (in an order reversed every other round); the values of the four are checked equal first."""
     from unittest import mock
 
     import numpy as np
@@ -306,7 +307,8 @@ def pass_timings(rounds: int = 31, samples: int = 64) -> list[dict]:
         Y, ref = torch.rand(len(group), n, channels, side, side, generator=gen), torch.rand(n, channels, side, side, generator=gen)
         ways = {"as formed": SpatialAction(group)}
         for label, switch, value in [("none derived", "COMPOSE_TOL", -1.0),  # no map counts as derived from another
-                                     ("all built and turned", "direct_reads", False)]:  # every element the interpolated way
+                                     ("all built and turned", "direct_reads", False),  # every element the interpolated way
+                                     ("one block", "_rows_per_block", lambda S, itemsize: 1 << 30)]:  # every row at once
             with mock.patch.object(_fused, switch, value):
                 ways[label] = SpatialAction(group)
                 _fused._plan(ways[label], channels, side, side)  # its tables, built now
@@ -512,8 +514,8 @@ def main() -> None:
     ap.add_argument("--split", metavar="MODEL", help="time geed with every variant, without channelwise, with the output metrics "
                     "only and with no metric, against the bare passes (C8, N = 32, --repeats rounds), print it and stop")
     ap.add_argument("--pass-only", action="store_true", help="time the CPU's compiled channelwise pass alone, as it forms each "
-                    "element's targets against none derived from another and every element built and turned (printed, not "
-                    "written to the README)")
+                    "element's targets against none derived from another, every element built and turned, and every row in one "
+                    "block (printed, not written to the README)")
     ap.add_argument("--memory-repeats", type=int, default=3, help="subprocesses per memory configuration and method (default 3)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device (cuda, cuda:1): on a GPU, absolute times, "
                     "the allocator's peak memory and the values' agreement with the CPU, written to the README's GPU block")
@@ -549,7 +551,8 @@ def main() -> None:
     if args.pass_only:
         for r in pass_timings():
             print(f"{r['group']} on {r['maps']} maps ({r['elements']}): the pass {r['as formed']:.2f} ms; "
-                  f"none derived {r['none derived']:.2f} ms; every element built and turned {r['all built and turned']:.2f} ms", flush=True)
+                  f"none derived {r['none derived']:.2f} ms; every element built and turned {r['all built and turned']:.2f} ms; "
+                  f"every row in one block {r['one block']:.2f} ms", flush=True)
         return
     if args.device != "cpu":
         gpu_main(args)

@@ -47,6 +47,7 @@ T_METRICS, T_FUSED, T_INPUTS = "tests/core/test_metrics.py", "tests/core/test_fu
 T_CAL, T_MEASURES = "tests/report/test_calibration.py", "tests/measures/test_measures.py"
 BY_HAND = f"{T_METRICS}::test_output_metrics_on_an_example_worked_by_hand"
 SAME_AS_TENSORS = f"{T_FUSED}::test_same_values_as_the_tensor_path"
+BLOCKS = f"{T_FUSED}::test_the_rows_may_be_taken_in_blocks_of_any_size"
 NOMINAL = f"{T_CAL}::test_false_verdict_rate_is_at_most_nominal"
 NOT_POSITIVE = f"{T_INPUTS}::test_a_normaliser_that_is_not_positive_gives_nan_with_a_warning_and_keeps_every_other_result"
 
@@ -111,8 +112,13 @@ MUTANTS = [
     Mutant("the input reference is the orbit mean", METRICS, '    if reference == "input":\n        return Y[0]',
            '    if reference == "input":\n        return orbit_mean(Y, action)', BY_HAND),
     # the compiled channelwise pass
-    Mutant("the pass ignores the region on f(g x)", FUSED, "                    b = np.float64(src[p, s])\n                    sa += a * a * r[s]",
-           "                    b = np.float64(src[p, s])\n                    sa += a * a", SAME_AS_TENSORS),
+    Mutant("the pass ignores the region on f(g x)", FUSED, "                        b = np.float64(src[q, s])\n                        sa += a * a * r[s]",
+           "                        b = np.float64(src[q, s])\n                        sa += a * a", SAME_AS_TENSORS),
+    Mutant("turned targets built in one block taken as built in the next", FUSED,
+           "        built = np.zeros(kind.shape[0], dtype=np.bool_)\n        for g in range(G):",
+           "        built = keep.copy() if blk > 0 else np.zeros(kind.shape[0], dtype=np.bool_)\n        for g in range(G):", BLOCKS),
+    Mutant("the last block one row short", FUSED, "        rows = min(P, p0 + block) - p0", "        rows = min(P - 1, p0 + block) - p0", BLOCKS),
+    Mutant("a block's rows counted from the first block's", FUSED, "                p = p0 + q\n", "                p = q\n", BLOCKS),
     Mutant("any interpolated map taken as derived", FUSED, "COMPOSE_TOL = 1e-12", "COMPOSE_TOL = 1e9", SAME_AS_TENSORS),
     Mutant("channel permutation read without its inverse", FUSED, "            c = inv[g, p % C]", "            c = p % C",
            f"{T_FUSED}::test_regular_fields_of_a_steerable_model"),

@@ -94,6 +94,36 @@ def test_each_way_of_forming_the_targets_gives_the_tensor_paths_values(name, siz
     np.testing.assert_array_equal(channelwise_eed(Y, again).per_pair, fused.per_pair)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 7, 8, 19, 20, 64])
+@pytest.mark.parametrize("name", ["C8 unmasked", "C8 by k -> 3k", "C16", "D4"])
+def test_the_rows_may_be_taken_in_blocks_of_any_size(name, rows, monkeypatch):
+    """The pass takes the (sample, channel) rows a block at a time: blocks of one row, of sizes that
+    leave a remainder of the 20 rows (4 samples x 5 channels), of all of them and of more give the same
+    values, and the same as the tensor path; a derived element read before its base (k -> 3k) included."""
+    action = ACTIONS_CPU[name]()
+    Y = _orbit_like(action.group, 5, 9, torch.float64, seed=rows)
+    tensor = _both(Y, action, "orbit", monkeypatch)[0]
+    want = _fused.channelwise(Y, Y[0], action)
+    monkeypatch.setattr(_fused, "_rows_per_block", lambda S, itemsize: rows)
+    again = ACTIONS_CPU[name]()  # a new action: its plan is made anew
+    assert _fused._plan(again, 5, 9, 9)["rows"][8] == rows
+    got = _fused.channelwise(Y, Y[0], again)
+    np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(want[0]))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got[0], tensor.per_pair, rtol=1e-12, atol=1e-12)
+    assert got[1] == want[1] == round(tensor.meta["dead_fraction"] * Y.shape[1] * Y.shape[2] * len(action.group))
+
+
+def test_a_block_holds_about_32_kb_of_each_map():
+    """From 32 to 128 rows a block, a multiple of 8 (the transposes' blocks), about 32 KB of each map."""
+    assert _fused._rows_per_block(25 * 25, 4) == 32  # 13.1: at least 32
+    assert _fused._rows_per_block(13 * 13, 4) == 48  # 32768 / 676 = 48.5
+    assert _fused._rows_per_block(13 * 13, 8) == 32  # 24.2: at least 32
+    assert _fused._rows_per_block(5 * 5, 4) == 128  # 327: at most 128
+    assert _fused._rows_per_block(56 * 56, 4) == 32
+    assert _fused._rows_per_block(10 * 10, 4) == 80  # 81.9, down to a multiple of 8
+
+
 def test_a_map_is_derived_only_where_it_is_a_one_pixel_map_after_another():
     """Under C8 the rotations by 135, 225 and 315 degrees are quarter turns after the one by 45, and
     read its targets; with one weight of 135 degrees moved by more than the tolerance, that element

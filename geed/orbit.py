@@ -300,10 +300,24 @@ def check_inputs(x: torch.Tensor, group: Group) -> None:
     _check_finite(x, "inputs")
 
 
+FINITE_BLOCK = 2**20  # values whose finiteness is checked at a time
+
+
 def _check_finite(x: torch.Tensor, what: str) -> None:
-    """Refuse points with NaN or infinite values: every value measured on them would be undefined."""
-    if (x.is_floating_point() or x.is_complex()) and x.numel() and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+    """Refuse points with NaN or infinite values: every value measured on them would be undefined.
+
+    Checked a block of samples (about ``FINITE_BLOCK`` values) at a time: ``torch.isfinite`` makes
+    temporaries several times the size of what it checks (its absolute values among them), which on
+    all the inputs at once would make the peak memory of an evaluation grow with N."""
+    if not (x.is_floating_point() or x.is_complex()) or not x.numel():
+        return
+    rows = max(1, FINITE_BLOCK // max(1, x[0].numel()))
+    bad: list[int] = []
+    for start in range(0, x.shape[0], rows):
+        part = x[start : start + rows]
+        if not bool(torch.isfinite(part).all()):
+            bad += [start + i for i in (~torch.isfinite(part.reshape(part.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()]
+    if bad:
         raise ValueError(f"{what} hold NaN or infinite values in {len(bad)} of {x.shape[0]} samples "
                          f"(indices {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")
 

@@ -251,24 +251,44 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
     return rows
 
 
-SPLIT_METHODS = ("every G-EED variant", "without channelwise", "softmax, DI and LI only", "no metric (the streamed passes alone)")
+SPLIT_METHODS = ("every G-EED variant", "channelwise layers captured, their metric not computed", "without channelwise",
+                 "softmax, DI and LI only", "no metric (the streamed passes alone)")
 
 
 def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> dict[str, dict[str, float]]:
-    """Which part of an evaluation costs what, beside the bare passes: geed with every variant, without
-    the channelwise metric, with the output metrics only, and with no metric at all (the streamed forward
+    """Which part of an evaluation costs what, beside the bare passes: geed with every variant; with the
+    channelwise layers captured and handed over block by block as usual, but the compiled pass replaced by
+    one that returns zeros (what the metric itself costs, apart from capturing its layers); without the
+    channelwise metric; with the output metrics only; and with no metric at all (the streamed forward
     passes with their hooks), in interleaved rounds, each ratio paired with its round's bare passes;
-    per method the median ratio and its quartiles."""
-    import geed
+    per method the median ratio and its quartiles. On a CPU with numba (the compiled pass)."""
     import numpy as np
+
+    import geed
+    from geed import _fused
 
     job = _job(name, group_name, n)
     m, x, g, cw, latent, chunk = job.model, job.x, job.group, job.cw, job.latent, job.chunk
+    if not _fused.available():
+        raise SystemExit("--split times the CPU's compiled channelwise pass: numba is not installed here")
+    compiled = _fused.channelwise
+
+    def not_computed(Y, ref, action):  # the pass's result, of the right shape, without the pass
+        return np.zeros((Y.shape[1], Y.shape[0])), 0
+
+    def captured_only():
+        _fused.channelwise = not_computed
+        try:
+            geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk)
+        finally:
+            _fused.channelwise = compiled
+
     runs = {"bare": job.bare,
             SPLIT_METHODS[0]: lambda: geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk),
-            SPLIT_METHODS[1]: lambda: geed.evaluate(m, x, g, latent=latent, chunk_size=chunk),
-            SPLIT_METHODS[2]: lambda: geed.evaluate(m, x, g, chunk_size=chunk),
-            SPLIT_METHODS[3]: lambda: geed.evaluate(m, x, g, logits=False, chunk_size=chunk)}
+            SPLIT_METHODS[1]: captured_only,
+            SPLIT_METHODS[2]: lambda: geed.evaluate(m, x, g, latent=latent, chunk_size=chunk),
+            SPLIT_METHODS[3]: lambda: geed.evaluate(m, x, g, chunk_size=chunk),
+            SPLIT_METHODS[4]: lambda: geed.evaluate(m, x, g, logits=False, chunk_size=chunk)}
     for run in runs.values():  # warm-up
         run()
     times = _interleaved(runs, rounds)

@@ -188,6 +188,28 @@ def test_a_wrong_argument_gets_one_error_naming_it_before_any_forward_pass(path,
     assert passes == []  # refused before any work
 
 
+def test_the_inputs_finiteness_is_checked_a_block_of_samples_at_a_time(monkeypatch):
+    """torch.isfinite's temporaries are several times what it checks: on all the inputs at once they made
+    an evaluation's peak memory grow with N. The check takes about FINITE_BLOCK values at a time, and still
+    names every bad sample, in the first block, a middle one and the last, shorter one."""
+    import geed.orbit as orbit
+
+    seen = []
+    real = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: (seen.append(t.numel()), real(t))[1])
+    x = torch.zeros(7, 3, 16, 16)
+    orbit._check_finite(x, "inputs")
+    assert seen == [x.numel()]  # 5,376 values: one block by default
+    monkeypatch.setattr(orbit, "FINITE_BLOCK", 2 * 768 + 100)  # two samples of 768 values a block
+    seen.clear()
+    orbit._check_finite(x, "inputs")
+    assert seen == [2 * 768] * 3 + [768]
+    x[0, 2, 15, 15], x[3, 0, 0, 0], x[6, 1, 5, 5] = float("inf"), float("nan"), float("-inf")
+    with pytest.raises(ValueError, match=r"inputs hold NaN or infinite values in 3 of 7 samples \(indices 0, 3, 6\)"):
+        orbit._check_finite(x, "inputs")
+    assert max(seen) == 2 * 768
+
+
 def test_wrong_inputs_and_models_are_refused_before_any_forward_pass():
     model, passes = _counted_model()
     bad = _X.clone()

@@ -94,6 +94,7 @@ OOD_M = "tests/experiments/test_rotated_digits_claims.py::test_out_of_distributi
 GROUPS, T_GROUPS = "geed/groups.py", "tests/core/test_groups.py"
 QUOTES_41 = "tests/experiments/test_rotated_digits_claims.py::test_section_41_quotes_the_numbers_of_its_tables"
 TRAIN_MODE = f"{T_INPUTS}::test_a_model_in_training_mode_is_measured_in_evaluation_mode_and_left_unchanged"
+FINITE_BLOCKS = f"{T_INPUTS}::test_the_inputs_finiteness_is_checked_a_block_of_samples_at_a_time"
 
 MUTANTS = [
     # the metrics
@@ -587,6 +588,12 @@ MUTANTS = [
     Mutant("a model's modes not restored", ORBIT, "            for m, mode in modes:\n                m.train(mode)", "            pass", TRAIN_MODE),
     Mutant("oblong inputs accepted under quarter turns", ORBIT, "    quarter = any(e.angle % 180 == 90 for e in group.elements)",
            "    quarter = any(e.angle == 90 for e in group.elements[:1])", f"{T_INPUTS}::test_non_square_inputs_are_refused_under_quarter_turns_only"),
+    Mutant("the finiteness of the inputs checked all at once", ORBIT, "    rows = max(1, FINITE_BLOCK // max(1, x[0].numel()))",
+           "    rows = x.shape[0]", FINITE_BLOCKS),
+    Mutant("the last block of samples not checked for finiteness", ORBIT, "    for start in range(0, x.shape[0], rows):",
+           "    for start in range(0, x.shape[0] - rows, rows):", FINITE_BLOCKS),
+    Mutant("bad samples named by their place in the block", ORBIT, "            bad += [start + i for i in", "            bad += [i for i in",
+           FINITE_BLOCKS),
     Mutant("inputs with NaN accepted", ORBIT, '                         f"got inputs of {h} x {w} (crop or pad them to a square first)")\n    _check_finite(x, "inputs")',
            '                         f"got inputs of {h} x {w} (crop or pad them to a square first)")',
            f"{T_INPUTS}::test_wrong_inputs_and_models_are_refused_before_any_forward_pass"),

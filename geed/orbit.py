@@ -315,8 +315,8 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
     bad: list[int] = []
     for start in range(0, x.shape[0], rows):
         part = x[start : start + rows]
-        if not bool(torch.isfinite(part).all()):
-            bad += [start + i for i in (~torch.isfinite(part.reshape(part.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()]
+        finite = torch.isfinite(part.reshape(part.shape[0], -1)).all(dim=1)  # per sample of the block
+        bad += (start + (~finite).nonzero().flatten()).tolist()
     if bad:
         raise ValueError(f"{what} hold NaN or infinite values in {len(bad)} of {x.shape[0]} samples "
                          f"(indices {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")

@@ -26,7 +26,7 @@ process, so each is run in ``--memory-repeats`` subprocesses, interleaved, and t
     python scripts/benchmark.py [--repeats 7] [--memory-repeats 3] [--threads 1] [--quick] [--no-readme]
     python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
     python scripts/benchmark.py --split cnn --repeats 41   # which part of an evaluation costs what
-    python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, three ways of forming targets
+    python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, as it runs and three other ways
 
 The result is written between the benchmark markers of README.md.
 """
@@ -531,8 +531,9 @@ def main() -> None:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--breakdown", metavar="MODEL", help="profile where geed's time goes beside the bare passes for one model "
                     "(C8, N = 256; cnn, c8cnn, resnet18, ...), print it and stop")
-    ap.add_argument("--split", metavar="MODEL", help="time geed with every variant, without channelwise, with the output metrics "
-                    "only and with no metric, against the bare passes (C8, N = 32, --repeats rounds), print it and stop")
+    ap.add_argument("--split", metavar="MODEL", help="time geed with every variant, with the channelwise layers captured but their "
+                    "metric not computed, without channelwise, with the output metrics only and with no metric, against the bare "
+                    "passes (C8, N = 32, --repeats rounds), print it and stop")
     ap.add_argument("--pass-only", action="store_true", help="time the CPU's compiled channelwise pass alone, as it forms each "
                     "element's targets against none derived from another, every element built and turned, and every row in one "
                     "block (printed, not written to the README)")

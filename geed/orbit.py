@@ -312,11 +312,11 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
     if not (x.is_floating_point() or x.is_complex()) or not x.numel():
         return
     rows = max(1, FINITE_BLOCK // max(1, x[0].numel()))
-    bad: list[int] = []
+    finite = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)  # one flag per sample
     for start in range(0, x.shape[0], rows):
         part = x[start : start + rows]
-        finite = torch.isfinite(part.reshape(part.shape[0], -1)).all(dim=1)  # per sample of the block
-        bad += (start + (~finite).nonzero().flatten()).tolist()
+        finite[start : start + part.shape[0]] = torch.isfinite(part.reshape(part.shape[0], -1)).all(dim=1)
+    bad = (~finite).nonzero().flatten().tolist()  # one read of the flags (one wait for a GPU)
     if bad:
         raise ValueError(f"{what} hold NaN or infinite values in {len(bad)} of {x.shape[0]} samples "
                          f"(indices {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})")

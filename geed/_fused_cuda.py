@@ -55,11 +55,12 @@ if triton is not None:
     @triton.jit
     def _kernel(Y, REF, IDX, WTS, NK, PERM, ELEM, REGION, SUMS, PER_PAIR, DEAD, N, G, C, S, tol, tiny, nan,
                 BC: tl.constexpr, BS: tl.constexpr, K: tl.constexpr):  # pragma: no cover - compiled
-        """One program per (element g, sample n): Y is (G, N, C, S), REF (N, C, S), the tables
-        IDX/WTS (elements, S, K), SUMS (G N, 3, C) scratch; writes PER_PAIR[n, g] and DEAD[g N + n]."""
+        """One program per (sample n, element g), a sample's elements side by side (they read the same
+        reference maps, which then come from the cache): Y is (G, N, C, S), REF (N, C, S), the tables
+        IDX/WTS (elements, S, K), SUMS (N G, 3, C) scratch; writes PER_PAIR[n, g] and DEAD[n G + g]."""
         pid = tl.program_id(0)
-        g = pid // N
-        n = pid % N
+        n = pid // G
+        g = pid % G
         e = tl.load(ELEM + g)
         ke = tl.load(NK + e)
         cs = tl.arange(0, BC)
@@ -70,7 +71,7 @@ if triton is not None:
             c = c0 + cs
             cm = c < C
             pc = tl.load(PERM + g * C + c, mask=cm, other=0)  # the reference channel compared with channel c of f(g x)
-            y_row = (pid.to(tl.int64) * C + c) * S
+            y_row = ((g.to(tl.int64) * N + n) * C + c) * S
             r_row = (n.to(tl.int64) * C + pc) * S
             sa = tl.zeros([BC], dtype=tl.float64)
             sb = tl.zeros([BC], dtype=tl.float64)

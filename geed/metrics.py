@@ -217,7 +217,10 @@ def orbit_mean(Y: torch.Tensor, action: Action) -> torch.Tensor:
         return Y[ker[0]]
     # shifted mean: exact (not merely close) when the outputs over the kernel are identical
     base = Y[ker[0]]
-    return base + (Y[ker] - base).mean(dim=0)
+    # the kernel's outputs taken by a slice or a stack of slices, never by an index made on the host:
+    # on a GPU that index's copy to the device would wait for all the work queued before it
+    kernel = Y[ker[0] : ker[-1] + 1] if ker == list(range(ker[0], ker[-1] + 1)) else torch.stack([Y[k] for k in ker])
+    return base + (kernel - base).mean(dim=0)
 
 
 def _reference(Y: torch.Tensor, action: Action, reference: Reference) -> torch.Tensor:
@@ -354,11 +357,21 @@ def _channelwise_values(Y: torch.Tensor, action: Action, reference: Reference = 
     return per_pair, nan.sum(), total
 
 
-def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int = 256) -> float:
+PAIR_BLOCK = 256  # rows of a tile of pairs in mean_pairwise
+
+
+def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int = PAIR_BLOCK) -> float:
     """Mean l2 distance (or mean cosine *similarity*) between distinct points of ``Z`` (n, k): the M of eq. 6.
 
     Computed in float64 over ``block`` x ``block`` tiles of pairs, so that memory beyond a float64
     copy of ``Z`` does not grow with n."""
+    n, total = _pairwise_total(Z, distance, block)
+    return float(total) / (n * (n - 1))
+
+
+def _pairwise_total(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int = PAIR_BLOCK) -> tuple[int, torch.Tensor]:
+    """``(n, total)``: the number of points and the sum of :func:`mean_pairwise`'s distances (or
+    similarities) over ordered pairs of distinct points, a 0-d float64 tensor left on ``Z``'s device."""
     Z = _flat(Z)
     n = Z.shape[0]
     if n < 2:
@@ -377,7 +390,7 @@ def mean_pairwise(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: int
         for j, b in enumerate(blocks):
             d = torch.cdist(a, b) if distance == "l2" else a @ b.T
             total = total + (d.sum() - d.diagonal().sum() if j == i else d.sum())  # the pairs of distinct points only
-    return float(total) / (n * (n - 1))
+    return n, total
 
 
 def latent_eed(
@@ -419,14 +432,19 @@ def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: 
     by :func:`mean_pairwise` (over its own tiles unless ``block`` is given). A non-positive M would flip
     the order of the metric (or divide by zero): it is refused, or, for a ``layer`` of an evaluation
     (which keeps its other results), NaN with a warning; ``per_pair`` then holds the unnormalised values."""
-    M = mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block)
+    return _checked_normaliser(mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block),
+                               distance, layer)
+
+
+def _checked_normaliser(M: float, distance: Literal["l2", "cosine"], layer: str | None = None) -> float:
+    """``M`` as :func:`_normaliser` gives it: refused, or NaN with a warning for a ``layer``, where it is not positive."""
     if M <= 0:
         what = "distance" if distance == "l2" else "cosine similarity"
         if layer is None:
             raise ValueError(f"the normaliser M (mean {what} between reference points) is {M:.3g} <= 0: "
                              "the normalised metric is undefined; use normalise=False")
         warnings.warn(f"latent {distance} G-EED of {layer!r} cannot be normalised: M, the mean {what} between reference points, "
-                      f"is {M:.3g} <= 0; its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=3)
+                      f"is {M:.3g} <= 0; its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=4)
         return float("nan")
     return M
 

@@ -32,9 +32,12 @@ from geed.metrics import (
     _latent_result,
     _li_result,
     _li_values,
+    PAIR_BLOCK,
+    _checked_normaliser,
     _normaliser,
     _on_host,
     _pair_values,
+    _pairwise_total,
     _probs,
     _softmax_result,
     channelwise_eed,
@@ -573,14 +576,19 @@ def evaluate(
             if report_progress is not None:
                 report_progress.update(start + b)
         score_small()
+    if reference_points is None:  # M over the evaluated points' own latent vectors, the same for either reference point
+        # its sums are queued before any value is read, so that on a GPU they run behind the blocks' work
+        sums = {(lat, dist): _pairwise_total(identity[lat], dist, _m_block(identity[lat]) or PAIR_BLOCK)
+                for lat in latents for dist in ("l2", "cosine")}
     if store is not None:
         for part, values, dead in zip(parts.values(), store.cpu().numpy(), dead_store.tolist()):
             part.on_host(values, dead)
     # each result named and described by geed.metrics, as its public function names it
     values = {key: part.done() for key, part in parts.items()}
-    if reference_points is None:  # M over the evaluated points' own latent vectors
-        M = {(lat, dist): _normaliser(identity[lat], dist, block=_m_block(identity[lat]), layer=lat)
-             for lat in latents for dist in ("l2", "cosine")}  # the same M for either reference point; the logits have none
+    if reference_points is None and sums:
+        totals = torch.stack([t for _, t in sums.values()]).tolist()  # one read
+        M = {(lat, dist): _checked_normaliser(total / (n * (n - 1)), dist, layer=lat)
+             for ((lat, dist), (n, _)), total in zip(sums.items(), totals)}  # the logits have no M
     report = Report(group.name)
     for ref, sfx in suffixes.items():
         for n in actions:

@@ -98,7 +98,7 @@ FINITE_BLOCKS = f"{T_INPUTS}::test_the_inputs_finiteness_is_checked_a_block_of_s
 
 MUTANTS = [
     # the metrics
-    Mutant("orbit mean ignores the kernel", METRICS, "return base + (Y[ker] - base).mean(dim=0)", "return base",
+    Mutant("orbit mean ignores the kernel", METRICS, "return base + (kernel - base).mean(dim=0)", "return base",
            f"{T_METRICS}::test_fhat_over_nontrivial_kernel"),
     Mutant("cosine without the zero tolerance", METRICS, "floor = (tol * scale).clamp_min(torch.finfo(dtype).tiny)",
            "floor = (0.0 * scale).clamp_min(torch.finfo(dtype).tiny)", SAME_AS_TENSORS),
@@ -612,6 +612,17 @@ MUTANTS = [
            f"{T_METRICS}::test_orbit_reference_vs_input_reference_differ_for_non_invariant_model"),
     Mutant("the unnormalised cosine reads the l2 values", ORBIT, '_latent_result(values[("latent_cosine" + sfx, lat)], group,\n',
            '_latent_result(values[("latent_l2" + sfx, lat)], group,\n', NOT_POSITIVE),
+    # what waits for a GPU, and the GPU's kernel (run on a CPU through Triton's interpreter)
+    Mutant("the orbit mean indexes the kernel with a list made on the host", METRICS,
+           "    kernel = Y[ker[0] : ker[-1] + 1] if ker == list(range(ker[0], ker[-1] + 1)) else torch.stack([Y[k] for k in ker])",
+           "    kernel = Y[ker]", "tests/core/test_orbit_streaming.py::test_an_evaluation_makes_no_tensor_from_host_data"),
+    Mutant("M's sums computed again after the values are read", ORBIT,
+           "        totals = torch.stack([t for _, t in sums.values()]).tolist()  # one read",
+           "        totals = [float(_pairwise_total(identity[lat], dist)[1]) for lat, dist in sums]",
+           "tests/core/test_orbit_streaming.py::test_the_normalisers_sums_are_queued_before_any_value_is_read"),
+    Mutant("the GPU kernel reads f(g x) of another (sample, element) pair", "geed/_fused_cuda.py",
+           "            y_row = ((g.to(tl.int64) * N + n) * C + c) * S", "            y_row = (pid.to(tl.int64) * C + c) * S",
+           "tests/core/test_fused_cuda.py::test_the_kernel_gives_the_tensor_paths_values_and_conventions"),
     # what a chapter's text quotes
     Mutant("4.1 quotes the CNN's accuracy as the C8-CNN's", "geed/experiments/section41.py", '"acc_c8": f"{acc[\'C8-CNN\']:.1%}"',
            '"acc_c8": f"{acc[\'CNN\']:.1%}"', QUOTES_41),

@@ -230,3 +230,73 @@ def test_reference_points_normalise_the_latent_layers_only():
     kw = dict(latent="1", reference_points=x_ref, references=("orbit", "input"))
     got = geed.evaluate(model, x, "C4", chunk_size=8, **kw)
     _same(got, evaluate_reference(model, x, "C4", **kw), 1e-6)
+
+
+def test_an_evaluation_makes_no_tensor_from_host_data(monkeypatch):
+    """No tensor is made from host data (an index, a constant) while an evaluation runs: on a GPU its
+    copy to the device waits for every block queued before it, and the processor then falls behind
+    the device. Checked on a CPU, with the GPU's bookkeeping, under the digit models' actions (a
+    kernel of one element), the trivial action (all elements) and an induced action whose kernel is
+    not a run of consecutive elements; the orbit means are those of an index made on the host. The
+    CPU's compiled channelwise pass, which hands over host arrays, is left out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from geed import _fused
+    from geed.actions import InducedAction, SpatialAction
+    from geed.data.digits import rotated_digits
+    from geed.metrics import orbit_mean
+
+    made: list[str] = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("lift_fresh", "lift_fresh_copy", "_to_copy") and (
+                    func.overloadpacket.__name__ != "_to_copy" or (kwargs or {}).get("device") not in (None, args[0].device)):
+                made.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(orbit, "_SHARED_STORE", True)
+    monkeypatch.setattr(_fused, "enabled", False)  # the CPU's compiled pass hands over host arrays; a GPU's values are tensors
+    model = create_model("c8cnn-tiny", seed=0).eval()
+    x = rotated_digits("test").subset(6, seed=2).x
+    g = geed.get_group("C8", mask=True)
+    kw = dict(channelwise=model.layer_actions(g), latent="latent", references=("orbit", "input"))
+    geed.evaluate(model, x, g, chunk_size=16, **kw)  # the tables and plans made once, before watching
+    with Watch():
+        geed.evaluate(model, x, g, chunk_size=16, **kw)
+    assert made == []
+
+    Y = torch.randn(8, 3, 4, 5, 5, dtype=torch.float64)
+    c2 = geed.get_group("C2")
+    induced = InducedAction(g, SpatialAction(c2), [i % 2 for i in range(8)])  # the kernel: the even elements
+    for action, ker in ((induced, [0, 2, 4, 6]), (geed.actions.TrivialAction(g), list(range(8))), (SpatialAction(g), [0])):
+        assert action.kernel(Y.shape[1:]) == ker
+        with Watch():
+            got = orbit_mean(Y, action)
+        assert made == []
+        assert torch.equal(got, Y[ker[0]] + (Y[ker] - Y[ker[0]]).mean(dim=0))
+
+
+def test_the_normalisers_sums_are_queued_before_any_value_is_read(monkeypatch):
+    """M's pairwise sums over the evaluated points are launched before the per-pair values and dead
+    counts are read, and read together afterwards: on a GPU they then run behind the blocks' work, not
+    after a wait for it. Checked on a CPU with the GPU's bookkeeping, by the order of the calls."""
+    from geed.data.digits import rotated_digits
+
+    events: list[str] = []
+    real_total, real_tolist, real_numpy = orbit._pairwise_total, torch.Tensor.tolist, torch.Tensor.numpy
+    monkeypatch.setattr(orbit, "_SHARED_STORE", True)
+    monkeypatch.setattr(orbit, "_pairwise_total", lambda *a, **k: events.append("sum") or real_total(*a, **k))
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: events.append("read") or real_tolist(self))
+    monkeypatch.setattr(torch.Tensor, "numpy", lambda self, *a, **k: events.append("read") or real_numpy(self, *a, **k))
+    model = create_model("cnn-tiny", seed=0).eval()
+    x = rotated_digits("test").subset(5, seed=3).x
+    g = geed.get_group("C8", mask=True)
+    got = geed.evaluate(model, x, g, channelwise=model.layer_actions(g), latent="latent", chunk_size=16)
+    first = events.index("sum")
+    assert events[first : first + 2] == ["sum", "sum"] and "sum" not in events[first + 2 :]  # l2 and cosine, one after the other
+    assert events[first + 2 :].count("read") >= 2  # the values, then M's sums, read after
+    monkeypatch.undo()
+    for dist in ("l2", "cosine"):  # the same M as mean_pairwise gives on the identity's latent vectors
+        Z = geed.forward_outputs(model, x, ["latent"])["latent"]
+        assert got.results[(f"latent_{dist}", "latent")].meta["M"] == pytest.approx(geed.mean_pairwise(Z, dist), rel=1e-12)

@@ -12,7 +12,7 @@ mutant there alone, runs its test, and reports which were caught. A mutant whose
 hole in the suite; one whose lines are no longer in the source has drifted from the code and must
 be updated (``tests/scripts/test_mutants.py`` checks that every site is still there).
 
-    python scripts/mutants.py            # every mutant: about 33 minutes on two cores
+    python scripts/mutants.py            # every mutant: about 34 minutes on two cores
     python scripts/mutants.py --list     # the mutants and their tests
     python scripts/mutants.py -k margin  # those whose name contains a word
 

@@ -140,12 +140,15 @@ def _tables(action, C: int, H: int, W: int, device: torch.device, dtype: torch.d
     return per_action[key]
 
 
-def _blocks(C: int, S: int) -> tuple[int, int]:
-    """Channels and pixels per tile: whole rows of small maps, 256-pixel stretches of large ones,
-    about 2,048 values in all."""
+def _blocks(C: int, S: int) -> tuple[int, int, int]:
+    """Channels and pixels per tile, and warps per program: whole rows of small maps, 256-pixel
+    stretches of large ones, about 2,048 values in all; two warps where a tile row holds 64 pixels or
+    more, four on smaller maps. Chosen from per-call timings on an H200 over tiles of 1,024 to 4,096
+    values and 2 to 8 warps (``benchmarks/gpu-h200-kernel-tiles.json``): two warps took 0.78-0.90x the
+    time of four at 7 x 7 to 56 x 56, and 1.34x at 5 x 5."""
     bs = min(triton.next_power_of_2(S), 256)
     bc = max(1, min(triton.next_power_of_2(C), 2048 // bs))
-    return bc, bs
+    return bc, bs, 2 if bs >= 64 else 4
 
 
 def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -165,12 +168,12 @@ def channelwise(Y: torch.Tensor, ref: torch.Tensor, action) -> tuple[torch.Tenso
     sums = torch.empty((G * N, 3, C), dtype=torch.float64, device=Y.device)
     per_pair = torch.empty((N, G), dtype=torch.float64, device=Y.device)
     dead = torch.empty(G * N, dtype=torch.int32, device=Y.device)
-    bc, bs = _blocks(C, H * W)
+    bc, bs, warps = _blocks(C, H * W)
     try:
         with torch.cuda.device(Y.device) if Y.is_cuda else contextlib.nullcontext():  # Triton launches on the current device
             _kernel[(G * N,)](Yc, refc, tables["idx"], tables["wts"], tables["nk"], tables["perm"], tables["elements"],
                               tables["region"], sums, per_pair, dead, N, G, C, H * W, ZERO_TOL[Y.dtype],
-                              float(torch.finfo(Y.dtype).tiny), float("nan"), BC=bc, BS=bs, K=tables["K"], num_warps=4)
+                              float(torch.finfo(Y.dtype).tiny), float("nan"), BC=bc, BS=bs, K=tables["K"], num_warps=warps)
     except Exception as err:  # noqa: BLE001 - a compiler or driver that cannot build the kernel: the tensor path instead
         _BROKEN.append(f"{type(err).__name__}: {err}")
         warnings.warn(f"geed: the Triton channelwise kernel could not be built here ({_BROKEN[-1][:300]}); "

@@ -433,18 +433,19 @@ def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: 
     the order of the metric (or divide by zero): it is refused, or, for a ``layer`` of an evaluation
     (which keeps its other results), NaN with a warning; ``per_pair`` then holds the unnormalised values."""
     return _checked_normaliser(mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block),
-                               distance, layer)
+                               distance, layer, stacklevel=4)
 
 
-def _checked_normaliser(M: float, distance: Literal["l2", "cosine"], layer: str | None = None) -> float:
-    """``M`` as :func:`_normaliser` gives it: refused, or NaN with a warning for a ``layer``, where it is not positive."""
+def _checked_normaliser(M: float, distance: Literal["l2", "cosine"], layer: str | None = None, stacklevel: int = 3) -> float:
+    """``M`` as :func:`_normaliser` gives it: refused, or NaN with a warning for a ``layer``, where it is
+    not positive (the warning names the line ``stacklevel`` frames up: the evaluation's)."""
     if M <= 0:
         what = "distance" if distance == "l2" else "cosine similarity"
         if layer is None:
             raise ValueError(f"the normaliser M (mean {what} between reference points) is {M:.3g} <= 0: "
                              "the normalised metric is undefined; use normalise=False")
         warnings.warn(f"latent {distance} G-EED of {layer!r} cannot be normalised: M, the mean {what} between reference points, "
-                      f"is {M:.3g} <= 0; its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=4)
+                      f"is {M:.3g} <= 0; its normalised values are NaN (per_pair keeps the unnormalised ones)", RuntimeWarning, stacklevel=stacklevel)
         return float("nan")
     return M
 

@@ -587,8 +587,8 @@ def evaluate(
     values = {key: part.done() for key, part in parts.items()}
     if reference_points is None and sums:
         totals = torch.stack([t for _, t in sums.values()]).tolist()  # one read
-        M = {(lat, dist): _checked_normaliser(total / (n * (n - 1)), dist, layer=lat)
-             for ((lat, dist), (n, _)), total in zip(sums.items(), totals)}  # the logits have no M
+        M = {(lat, dist): _checked_normaliser(total / (points * (points - 1)), dist, layer=lat)
+             for ((lat, dist), (points, _)), total in zip(sums.items(), totals)}  # the logits have no M
     report = Report(group.name)
     for ref, sfx in suffixes.items():
         for n in actions:

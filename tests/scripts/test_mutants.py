@@ -1,5 +1,5 @@
 """scripts/mutants.py: every deliberate break still applies to the code as it is and names a test
-that exists (the breaks themselves are run by the script, not here: about nine minutes)."""
+that exists (the breaks themselves are run by the script, not here; CI runs those of the core metrics after the tests)."""
 import ast
 import importlib.util
 import sys
@@ -37,3 +37,15 @@ def test_a_mutant_whose_lines_are_gone_is_reported_as_drifted(mutants):
     lines = []
     assert mutants.run([gone], out=lines.append) == {"caught": [], "survived": [], "drifted": ["gone"]}
     assert "DRIFTED" in lines[-1]
+
+
+def test_the_breaks_of_some_files_may_be_chosen_and_an_unknown_file_is_refused(mutants, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["mutants.py", "--list", "--file", "geed/metrics.py", "--file", "geed/_fused.py"])
+    assert mutants.main() == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("    ")]
+    assert sorted(set(listed)) == ["geed/_fused.py", "geed/metrics.py"]
+    assert len(listed) == sum(m.path in ("geed/metrics.py", "geed/_fused.py") for m in mutants.MUTANTS)
+    monkeypatch.setattr(sys, "argv", ["mutants.py", "--list", "--file", "geed/no_such_file.py"])
+    with pytest.raises(SystemExit) as exit_:
+        mutants.main()
+    assert exit_.value.code == 2 and "no mutant breaks geed/no_such_file.py" in capsys.readouterr().err

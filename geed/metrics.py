@@ -426,14 +426,13 @@ def latent_eed(
     return _latent_result(per_pair, group, distance, reference, M)
 
 
-def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int | None = None,
+def _normaliser(points: torch.Tensor, distance: Literal["l2", "cosine"], block: int = PAIR_BLOCK,
                 layer: str | None = None) -> float:
     """M of eq. 6 over ``points``: their mean l2 distance (``l2``) or mean cosine similarity (``cosine``),
-    by :func:`mean_pairwise` (over its own tiles unless ``block`` is given). A non-positive M would flip
+    by :func:`mean_pairwise` over tiles of ``block`` rows. A non-positive M would flip
     the order of the metric (or divide by zero): it is refused, or, for a ``layer`` of an evaluation
     (which keeps its other results), NaN with a warning; ``per_pair`` then holds the unnormalised values."""
-    return _checked_normaliser(mean_pairwise(points, distance) if block is None else mean_pairwise(points, distance, block=block),
-                               distance, layer, stacklevel=4)
+    return _checked_normaliser(mean_pairwise(points, distance, block=block), distance, layer, stacklevel=4)
 
 
 def _checked_normaliser(M: float, distance: Literal["l2", "cosine"], layer: str | None = None, stacklevel: int = 3) -> float:

@@ -576,16 +576,16 @@ def evaluate(
             if report_progress is not None:
                 report_progress.update(start + b)
         score_small()
-    if reference_points is None:  # M over the evaluated points' own latent vectors, the same for either reference point
-        # its sums are queued before any value is read, so that on a GPU they run behind the blocks' work
-        sums = {(lat, dist): _pairwise_total(identity[lat], dist, _m_block(identity[lat]) or PAIR_BLOCK)
-                for lat in latents for dist in ("l2", "cosine")}
+    # M over the evaluated points' own latent vectors (the same for either reference point), its sums
+    # queued before any value is read, so that on a GPU they run behind the blocks' work
+    sums = {(lat, dist): _pairwise_total(identity[lat], dist, _m_block(identity[lat]))
+            for lat in latents for dist in ("l2", "cosine")} if reference_points is None else {}
     if store is not None:
         for part, values, dead in zip(parts.values(), store.cpu().numpy(), dead_store.tolist()):
             part.on_host(values, dead)
     # each result named and described by geed.metrics, as its public function names it
     values = {key: part.done() for key, part in parts.items()}
-    if reference_points is None and sums:
+    if sums:
         totals = torch.stack([t for _, t in sums.values()]).tolist()  # one read
         M = {(lat, dist): _checked_normaliser(total / (points * (points - 1)), dist, layer=lat)
              for ((lat, dist), (points, _)), total in zip(sums.items(), totals)}  # the logits have no M
@@ -734,8 +734,8 @@ def _requests(model: nn.Module, x: torch.Tensor, group: Group | str, channelwise
     return group, actions, latents, refs
 
 
-def _m_block(points: torch.Tensor) -> int | None:
-    return None if points.device.type == "cpu" else GPU_M_BLOCK
+def _m_block(points: torch.Tensor) -> int:
+    return PAIR_BLOCK if points.device.type == "cpu" else GPU_M_BLOCK
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -251,17 +251,26 @@ def breakdown(name: str, group_name: str = "C8", n: int = 256, rounds: int = 3) 
     return rows
 
 
-SPLIT_METHODS = ("every G-EED variant", "channelwise layers captured, their metric not computed", "without channelwise",
-                 "softmax, DI and LI only", "no metric (the streamed passes alone)")
+SPLIT_METHODS = ("every G-EED variant", "every variant, no pixel moved (a floor: not G-EED)",
+                 "channelwise layers captured, their metric not computed", "without channelwise", "softmax, DI and LI only",
+                 "no metric (the streamed passes alone)")
 
 
 def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> dict[str, dict[str, float]]:
-    """Which part of an evaluation costs what, beside the bare passes: geed with every variant; with the
-    channelwise layers captured and handed over block by block as usual, but the compiled pass replaced by
-    one that returns zeros (what the metric itself costs, apart from capturing its layers); without the
-    channelwise metric; with the output metrics only; and with no metric at all (the streamed forward
-    passes with their hooks), in interleaved rounds, each ratio paired with its round's bare passes;
-    per method the median ratio and its quartiles. On a CPU with numba (the compiled pass)."""
+    """Which part of an evaluation costs what, beside the bare passes, in interleaved rounds, each ratio
+    paired with its round's bare passes (per method the median ratio and its quartiles):
+
+    * geed with every variant;
+    * the same with the compiled pass reading every element's targets as the identity's: each captured
+      value and its reference read once and the three sums formed, channels still permuted, but no pixel
+      moved. That is what is left if the group's spatial maps cost nothing, a floor for any way of forming
+      the targets (its values are not G-EED);
+    * the channelwise layers captured and handed over block by block as usual, but the compiled call
+      replaced by one that returns zeros: what capturing the layers costs, apart from the pass;
+    * without the channelwise metric; with the output metrics only; with no metric at all (the streamed
+      forward passes with their hooks).
+
+    On a CPU with numba (the compiled pass)."""
     import numpy as np
 
     import geed
@@ -271,24 +280,33 @@ def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> d
     m, x, g, cw, latent, chunk = job.model, job.x, job.group, job.cw, job.latent, job.chunk
     if not _fused.available():
         raise SystemExit("--split times the CPU's compiled channelwise pass: numba is not installed here")
-    compiled = _fused.channelwise
+    compiled, planned = _fused.channelwise, _fused._plan
 
     def not_computed(Y, ref, action):  # the pass's result, of the right shape, without the pass
         return np.zeros((Y.shape[1], Y.shape[0])), 0
 
-    def captured_only():
-        _fused.channelwise = not_computed
-        try:
-            geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk)
-        finally:
-            _fused.channelwise = compiled
+    def unmoved_plan(action, C, H, W):  # every element's pixels read as the identity's (its channels still permuted)
+        plan = dict(planned(action, C, H, W))
+        identity = int(np.flatnonzero(plan["kind"] == _fused.IDENTITY)[0])
+        plan["elements"] = np.full_like(plan["elements"], identity)
+        return plan
+
+    def lent(attr, replacement):  # geed's full evaluation with one function of geed._fused replaced
+        def method():
+            setattr(_fused, attr, replacement)
+            try:
+                geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk)
+            finally:
+                _fused.channelwise, _fused._plan = compiled, planned
+        return method
 
     runs = {"bare": job.bare,
             SPLIT_METHODS[0]: lambda: geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk),
-            SPLIT_METHODS[1]: captured_only,
-            SPLIT_METHODS[2]: lambda: geed.evaluate(m, x, g, latent=latent, chunk_size=chunk),
-            SPLIT_METHODS[3]: lambda: geed.evaluate(m, x, g, chunk_size=chunk),
-            SPLIT_METHODS[4]: lambda: geed.evaluate(m, x, g, logits=False, chunk_size=chunk)}
+            SPLIT_METHODS[1]: lent("_plan", unmoved_plan),
+            SPLIT_METHODS[2]: lent("channelwise", not_computed),
+            SPLIT_METHODS[3]: lambda: geed.evaluate(m, x, g, latent=latent, chunk_size=chunk),
+            SPLIT_METHODS[4]: lambda: geed.evaluate(m, x, g, chunk_size=chunk),
+            SPLIT_METHODS[5]: lambda: geed.evaluate(m, x, g, logits=False, chunk_size=chunk)}
     for run in runs.values():  # warm-up
         run()
     times = _interleaved(runs, rounds)

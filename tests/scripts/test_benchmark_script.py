@@ -148,8 +148,9 @@ def test_the_gpu_profiles_operation_count_runs_on_a_cpu_and_puts_everything_back
 def test_the_split_times_each_part_of_an_evaluation_against_the_bare_passes(bench):
     from geed import _fused
 
-    compiled = _fused.channelwise
+    compiled, planned = _fused.channelwise, _fused._plan
     out = bench.split("cnn@0.0417", n=2, rounds=2)
-    assert _fused.channelwise is compiled  # the pass that returns zeros was only lent to one method
+    # the pass that returns zeros, and the plan that moves no pixel, were only lent to one method each
+    assert _fused.channelwise is compiled and _fused._plan is planned
     assert list(out) == list(bench.SPLIT_METHODS)
     assert all(r["q1"] <= r["median"] <= r["q3"] and r["median"] > 0 for r in out.values())

@@ -16,6 +16,14 @@ Threads. The number of intra-op threads is set explicitly (``--threads``, defaul
 and in the memory subprocesses): under load an OpenMP team's spin-waiting inflates small parallel
 work many times over, and with one thread a busy machine slows every method alike.
 
+Allocator. Timings on a CPU are taken with glibc's heap kept, by default (``--malloc fixed``): the
+mmap threshold fixed at 32 MiB and the trim threshold at 1 GiB (``mallopt``, in this process only), so
+that the memory a forward pass frees is not handed back to the kernel and faulted in again by the next.
+With glibc's adaptive defaults (``--malloc default``) whether it is depends on the process's history:
+the same forward passes took 1.3 s with no page faults and 1.7 s with 237,000 in one process, and the
+faults (a fifth of the time, in the kernel) made the paired ratios swing by several points from round
+to round. Both methods are timed under the same setting; the provenance records which.
+
 Memory. For each N and method (the bare forward passes, the orbit built block by block; geed; geed
 with a fixed mmap threshold), a fresh subprocess loads the model and data, runs the method on one
 block, resets the kernel's peak resident memory mark (``/proc/self/clear_refs``, Linux), runs it on
@@ -23,7 +31,7 @@ the N samples and reports its peak resident memory above the resident memory jus
 streaming it should not grow with N. Where glibc places short-lived buffers varies from process to
 process, so each is run in ``--memory-repeats`` subprocesses, interleaved, and the median is reported.
 
-    python scripts/benchmark.py [--repeats 7] [--memory-repeats 3] [--threads 1] [--quick] [--no-readme]
+    python scripts/benchmark.py [--repeats 7] [--memory-repeats 3] [--threads 1] [--malloc fixed] [--quick] [--no-readme]
     python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
     python scripts/benchmark.py --split cnn --repeats 41   # which part of an evaluation costs what
     python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, as it runs and three other ways
@@ -558,6 +566,8 @@ def main() -> None:
     ap.add_argument("--memory-repeats", type=int, default=3, help="subprocesses per memory configuration and method (default 3)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device (cuda, cuda:1): on a GPU, absolute times, "
                     "the allocator's peak memory and the values' agreement with the CPU, written to the README's GPU block")
+    ap.add_argument("--malloc", choices=("fixed", "default"), default="fixed",
+                    help="CPU timings with glibc's heap kept (fixed mmap and trim thresholds; default) or with its adaptive defaults")
     ap.add_argument("--json", metavar="PATH", help="also write every row and the provenance to PATH (JSON)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -573,6 +583,7 @@ def main() -> None:
     if args.child:
         _peak_child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return
+    args.allocator = fix_allocator(args.malloc) if args.device == "cpu" else None
     if args.breakdown:
         for r in breakdown(args.breakdown):
             b, g = r["bare"], r["geed"]
@@ -584,7 +595,7 @@ def main() -> None:
         return
     if args.split:
         for method, r in split(args.split, rounds=args.repeats).items():
-            print(f"{args.split} C8 N=32, {args.threads} thread(s), {args.repeats} rounds: {method}: {r['median']:.3f}x the bare passes "
+            print(f"{args.split} C8 N=32, {args.threads} thread(s), {args.allocator}, {args.repeats} rounds: {method}: {r['median']:.3f}x the bare passes "
                   f"(quartiles {r['q1']:.3f}-{r['q3']:.3f})", flush=True)
         return
     if args.pass_only:
@@ -605,7 +616,7 @@ def main() -> None:
     mem = [peak_memory(name, g, n, args.threads, args.memory_repeats) for name, g, ns in (QUICK_MEMORY if args.quick else MEMORY_CONFIGS) for n in ns]
     for m in mem:
         print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
-    device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}"
+    device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}, timings with {args.allocator}"
     command = _command(args)
     lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds (the order of the methods reversed every other round) every method's time is divided by the bare "
              "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
@@ -636,7 +647,33 @@ def _command(args) -> str:
     return "python scripts/benchmark.py" + (f" --device {args.device}" if args.device != "cpu" else "") + (
         f" --repeats {args.repeats}" if args.repeats != 7 else "") + (f" --threads {args.threads}" if args.threads != 1 else "") + (
         f" --memory-repeats {args.memory_repeats}" if args.memory_repeats != 3 and args.device == "cpu" else "") + (
+        f" --malloc {args.malloc}" if getattr(args, "malloc", "fixed") != "fixed" and args.device == "cpu" else "") + (
         " --quick" if args.quick else "")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+FIXED_MMAP, FIXED_TRIM = 32 * 2**20, 2**30  # glibc's largest mmap threshold on 64-bit; a trim threshold no run reaches
+
+
+def fix_allocator(policy: str) -> str:
+    """Keep glibc's heap for the timings of this process (``policy="fixed"``: see the module's note on
+    the allocator) or leave it adaptive (``"default"``); returns what the timings ran under, for the
+    provenance. Subprocesses are not affected (``mallopt`` acts on this process only)."""
+    if policy not in ("fixed", "default"):
+        raise ValueError(f"the allocator policy must be 'fixed' or 'default'; got {policy!r}")
+    if policy == "default":
+        return "glibc's adaptive defaults"
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "the platform's allocator (no glibc mallopt here)"
+    if not (mallopt(M_MMAP_THRESHOLD, FIXED_MMAP) and mallopt(M_TRIM_THRESHOLD, FIXED_TRIM)):
+        raise RuntimeError("glibc refused the fixed mmap and trim thresholds")
+    return f"glibc mmap threshold {FIXED_MMAP >> 20} MiB, trim threshold {FIXED_TRIM >> 30} GiB"
 
 
 def provenance(args) -> dict:
@@ -657,7 +694,8 @@ def provenance(args) -> dict:
     return {"device": torch.cuda.get_device_name(args.device) if gpu else f"{platform.machine()} CPU",
             "threads": args.threads, "torch": torch.__version__, "cuda": torch.version.cuda if gpu else None,
             "geed_sources": code_version(), "commit": commit,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": _command(args)}
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": _command(args),
+            "allocator": getattr(args, "allocator", None)}
 
 
 def _publish(args, marker: str, lines: list[str], rows: dict, prov: dict) -> None:

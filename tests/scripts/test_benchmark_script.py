@@ -1,5 +1,6 @@
 """The benchmark script's code paths run and report what its table needs (its timings are not tested)."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,38 @@ def test_the_split_times_each_part_of_an_evaluation_against_the_bare_passes(benc
     assert _fused.channelwise is compiled and _fused._plan is planned
     assert list(out) == list(bench.SPLIT_METHODS)
     assert all(r["q1"] <= r["median"] <= r["q3"] and r["median"] > 0 for r in out.values())
+
+
+FREED_AND_TAKEN_AGAIN = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, "scripts")
+import benchmark
+print(benchmark.fix_allocator(sys.argv[1]))
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a, b = np.ones(2**19), np.ones(2**20)  # 4 and 8 MB, freed and taken again: as a forward pass's buffers are
+del a, b
+before = faults()
+for _ in range(10):
+    a, b = np.ones(2**19), np.ones(2**20)
+    del a, b
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and the kernel's fault counts")
+def test_the_timings_keep_the_heap_so_freed_buffers_are_not_faulted_in_again():
+    """With the allocator fixed the buffers a pass frees are taken again without page faults; with glibc's
+    adaptive defaults (the same code) they are handed back and faulted in again. Run in subprocesses:
+    ``mallopt`` would change the allocator of the test process."""
+    import subprocess
+
+    runs = {policy: subprocess.run([sys.executable, "-c", FREED_AND_TAKEN_AGAIN, policy], cwd=ROOT, capture_output=True, text=True,
+                                   check=True).stdout.split("\n") for policy in ("fixed", "default")}
+    assert runs["fixed"][0].startswith("glibc mmap threshold 32 MiB") and runs["default"][0] == "glibc's adaptive defaults"
+    assert int(runs["fixed"][1]) < 50 and int(runs["default"][1]) > 200
+
+
+def test_an_unknown_allocator_policy_is_refused(bench):
+    with pytest.raises(ValueError, match="'fixed' or 'default'"):
+        bench.fix_allocator("kept")

@@ -285,10 +285,10 @@ def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> d
     from geed import _fused
 
     job = _job(name, group_name, n)
-    m, x, g, cw, latent, chunk = job.model, job.x, job.group, job.cw, job.latent, job.chunk
+    m, x, g, latent, chunk = job.model, job.x, job.group, job.latent, job.chunk
     if not _fused.available():
         raise SystemExit("--split times the CPU's compiled channelwise pass: numba is not installed here")
-    compiled, planned = _fused.channelwise, _fused._plan
+    planned = _fused._plan
 
     def not_computed(Y, ref, action):  # the pass's result, of the right shape, without the pass
         return np.zeros((Y.shape[1], Y.shape[0])), 0
@@ -300,16 +300,18 @@ def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> d
         return plan
 
     def lent(attr, replacement):  # geed's full evaluation with one function of geed._fused replaced
+        original = getattr(_fused, attr)
+
         def method():
             setattr(_fused, attr, replacement)
             try:
-                geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk)
+                job.measure(x)
             finally:
-                _fused.channelwise, _fused._plan = compiled, planned
+                setattr(_fused, attr, original)
         return method
 
     runs = {"bare": job.bare,
-            SPLIT_METHODS[0]: lambda: geed.evaluate(m, x, g, channelwise=cw, latent=latent, chunk_size=chunk),
+            SPLIT_METHODS[0]: lambda: job.measure(x),
             SPLIT_METHODS[1]: lent("_plan", unmoved_plan),
             SPLIT_METHODS[2]: lent("channelwise", not_computed),
             SPLIT_METHODS[3]: lambda: geed.evaluate(m, x, g, latent=latent, chunk_size=chunk),
@@ -647,7 +649,7 @@ def _command(args) -> str:
     return "python scripts/benchmark.py" + (f" --device {args.device}" if args.device != "cpu" else "") + (
         f" --repeats {args.repeats}" if args.repeats != 7 else "") + (f" --threads {args.threads}" if args.threads != 1 else "") + (
         f" --memory-repeats {args.memory_repeats}" if args.memory_repeats != 3 and args.device == "cpu" else "") + (
-        f" --malloc {args.malloc}" if getattr(args, "malloc", "fixed") != "fixed" and args.device == "cpu" else "") + (
+        f" --malloc {args.malloc}" if args.malloc != "fixed" and args.device == "cpu" else "") + (
         " --quick" if args.quick else "")
 
 
@@ -695,7 +697,7 @@ def provenance(args) -> dict:
             "threads": args.threads, "torch": torch.__version__, "cuda": torch.version.cuda if gpu else None,
             "geed_sources": code_version(), "commit": commit,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": _command(args),
-            "allocator": getattr(args, "allocator", None)}
+            "allocator": args.allocator}
 
 
 def _publish(args, marker: str, lines: list[str], rows: dict, prov: dict) -> None:

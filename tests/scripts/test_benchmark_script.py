@@ -114,12 +114,15 @@ def test_a_result_is_written_between_its_markers_with_its_provenance(bench, monk
 
     (tmp_path / "README.md").write_text("a\n<!-- benchmark-gpu:start -->\nold\n<!-- benchmark-gpu:end -->\nb\n")
     monkeypatch.setattr(bench, "ROOT", tmp_path)
-    args = SimpleNamespace(device="cpu", repeats=5, threads=1, memory_repeats=3, quick=True, no_readme=False, json=str(tmp_path / "r.json"))
+    args = SimpleNamespace(device="cpu", repeats=5, threads=1, memory_repeats=3, malloc="fixed", allocator="the allocator used",
+                           quick=True, no_readme=False, json=str(tmp_path / "r.json"))
     bench._publish(args, "benchmark-gpu", ["new", "rows"], {"time": [1]}, bench.provenance(args))
     assert (tmp_path / "README.md").read_text() == "a\n<!-- benchmark-gpu:start -->\nnew\nrows\n<!-- benchmark-gpu:end -->\nb\n"
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["time"] == [1] and saved["provenance"]["command"] == "python scripts/benchmark.py --repeats 5 --quick"
     assert len(saved["provenance"]["geed_sources"]) == 12 and saved["provenance"]["torch"] == torch.__version__
+    assert saved["provenance"]["allocator"] == "the allocator used"
+    assert bench._command(SimpleNamespace(**{**vars(args), "malloc": "default"})).endswith("--repeats 5 --malloc default --quick")
     with pytest.raises(SystemExit, match="no <!-- benchmark:start -->"):
         bench._publish(args, "benchmark", ["x"], {}, {})
 

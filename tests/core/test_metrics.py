@@ -313,3 +313,32 @@ def test_the_public_metrics_take_a_group_by_name_and_refuse_wrong_arguments_by_n
         latent_eed(Z, g, normalise=False, reference_points=torch.rand(5, 6))
     ref = torch.rand(5, 6)
     assert latent_eed(Z, g, reference_points=ref).meta["M"] == pytest.approx(mean_pairwise(ref, "l2"))
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+@pytest.mark.parametrize("block", [3, 256])
+def test_mean_pairwise_is_the_mean_over_every_pair_of_distinct_points(distance, block):
+    """M worked pair by pair in float64, against mean_pairwise (cosine: from the sum of the unit vectors,
+    l2: over tiles of pairs), in one block and in several; with a zero row (similarity 0 with every
+    other), points on both sides of the origin (a mean similarity near 0) and a float32 input."""
+    from geed.metrics import mean_pairwise
+
+    gen = torch.Generator().manual_seed(3)
+    Z = torch.randn(11, 6, generator=gen)
+    Z[4] = 0.0
+    Z[7] = -Z[2]
+    Zd = Z.double()
+    total, pairs = 0.0, 0
+    for i in range(len(Zd)):
+        for j in range(len(Zd)):
+            if i == j:
+                continue
+            a, b = Zd[i], Zd[j]
+            if distance == "l2":
+                total += float(torch.linalg.vector_norm(a - b))
+            else:
+                na, nb = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
+                total += float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
+            pairs += 1
+    assert mean_pairwise(Z, distance, block=block) == pytest.approx(total / pairs, rel=1e-12, abs=1e-14)
+    assert mean_pairwise(Z.float(), distance, block=block) == pytest.approx(total / pairs, rel=1e-12, abs=1e-14)

@@ -387,7 +387,7 @@ def _pairwise_total(Z: torch.Tensor, distance: Literal["l2", "cosine"], block: i
     if distance == "cosine":
         # the similarities of all ordered pairs sum to |sum of the unit vectors|^2, less each vector's
         # similarity with itself: time linear in n, where the pairs' tiles take time growing as n^2
-        # (float64: no cancellation that matters at the sizes measured; tested against the tiles)
+        # (in float64; tested against the pairs one by one)
         s = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
         sq = torch.zeros((), dtype=torch.float64, device=Z.device)
         for i in range(0, n, block):

@@ -320,7 +320,7 @@ def test_the_public_metrics_take_a_group_by_name_and_refuse_wrong_arguments_by_n
 def test_mean_pairwise_is_the_mean_over_every_pair_of_distinct_points(distance, block):
     """M worked pair by pair in float64, against mean_pairwise (cosine: from the sum of the unit vectors,
     l2: over tiles of pairs), in one block and in several; with a zero row (similarity 0 with every
-    other), points on both sides of the origin (a mean similarity near 0) and a float32 input."""
+    other), points on both sides of the origin (a mean similarity near 0), in float32 and float64."""
     from geed.metrics import mean_pairwise
 
     gen = torch.Generator().manual_seed(3)
@@ -341,4 +341,4 @@ def test_mean_pairwise_is_the_mean_over_every_pair_of_distinct_points(distance, 
                 total += float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
             pairs += 1
     assert mean_pairwise(Z, distance, block=block) == pytest.approx(total / pairs, rel=1e-12, abs=1e-14)
-    assert mean_pairwise(Z.float(), distance, block=block) == pytest.approx(total / pairs, rel=1e-12, abs=1e-14)
+    assert mean_pairwise(Zd, distance, block=block) == pytest.approx(total / pairs, rel=1e-12, abs=1e-14)

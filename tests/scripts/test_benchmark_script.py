@@ -87,6 +87,28 @@ def test_the_pass_alone_is_timed_four_ways_on_every_job(bench, monkeypatch):
     assert all(r[way] > 0 for r in rows for way in ("as formed", "none derived", "all built and turned", "one block"))
 
 
+@pytest.mark.parametrize("gap, agrees", [(1e-15, True), (1e-6, False)])
+def test_the_pass_alone_stops_where_two_ways_disagree_beyond_rounding(bench, monkeypatch, gap, agrees):
+    """The four ways are compared before they are timed: a gap of float64 rounding (sums added in
+    another order) passes, a real one stops the run."""
+    from geed import _fused
+
+    real, first = _fused.channelwise, []
+
+    def shifted(Y, ref, action):  # every way but the first returns its values moved by ``gap``
+        first.append(action) if not first else None
+        values, dead = real(Y, ref, action)
+        return (values if action is first[0] else values + gap), dead
+
+    monkeypatch.setattr(_fused, "channelwise", shifted)
+    monkeypatch.setattr(bench, "PASS_JOBS", [("C8", 7, 4)])
+    if agrees:
+        assert len(bench.pass_timings(rounds=1, samples=16)) == 1
+    else:
+        with pytest.raises(SystemExit, match="disagree"):
+            bench.pass_timings(rounds=1, samples=16)
+
+
 def test_the_gpu_agreement_runs_and_hands_the_precision_switch_back(bench):
     """The comparison of a GPU's values with the CPU's, run here against the CPU itself: every gap is 0,
     but float64's."""

@@ -620,8 +620,11 @@ def main() -> None:
     mem = [peak_memory(name, g, n, args.threads, args.memory_repeats) for name, g, ns in (QUICK_MEMORY if args.quick else MEMORY_CONFIGS) for n in ns]
     for m in mem:
         print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
-    device = f"{platform.machine()} CPU, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {torch.__version__}, timings with {args.allocator}"
-    command = _command(args)
+    prov = provenance(args)
+    device = (f"{prov['device']}, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {prov['torch']}, geed sources "
+              f"{prov['geed_sources']}" + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}, "
+              f"timings with {args.allocator}")
+    command = prov["command"]
     lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds (the order of the methods reversed every other round) every method's time is divided by the bare "
              "forward passes' time of the same round; the table gives the median ratio over rounds and, in brackets, the "
              "smallest and largest. Digit models: rotated digits, default widths; ResNets: random weights, 64 x 64 random images, "
@@ -643,7 +646,7 @@ def main() -> None:
               "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {m['model']} | {m['group']} | {m['n']} | " + " | ".join(_mb(m[label]) for label, _ in MEMORY_RUNS)
               + f" | {m['bare']['peak']:.0f} / {m['geed']['peak']:.0f} |" for m in mem]
-    _publish(args, "benchmark", lines, {"time": rows, "memory": mem}, provenance(args))
+    _publish(args, "benchmark", lines, {"time": rows, "memory": mem}, prov)
 
 
 def _command(args) -> str:

@@ -149,6 +149,23 @@ def test_a_result_is_written_between_its_markers_with_its_provenance(bench, monk
         bench._publish(args, "benchmark", ["x"], {}, {})
 
 
+def test_the_cpu_table_names_the_sources_it_timed(bench, monkeypatch, tmp_path):
+    """The README's CPU block carries the provenance the GPU block does: the geed sources' hash, the commit
+    and the date, beside the machine and the command."""
+    from geed.report.cache import code_version
+
+    (tmp_path / "README.md").write_text("<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\n")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)  # README and git: a folder that is not a repository (no commit)
+    monkeypatch.setattr(bench, "QUICK", [("c8cnn@0.0417", "C4", [2])])
+    monkeypatch.setattr(bench, "QUICK_MEMORY", [])
+    # the allocator left adaptive: the fixed policy would keep this test process's heap for the tests after it
+    monkeypatch.setattr("sys.argv", ["benchmark.py", "--quick", "--repeats", "1", "--malloc", "default"])
+    bench.main()
+    block = (tmp_path / "README.md").read_text()
+    assert f"geed sources {code_version()}, " in block and "(commit" not in block
+    assert "| c8cnn@0.0417 | C4 | 2 |" in block and "Command: `python scripts/benchmark.py --repeats 1 --malloc default --quick`" in block
+
+
 def test_an_unusable_device_is_refused_before_any_work(bench, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, why in (("cuda", "no CUDA device is available"), ("tpu", "expected cpu or cuda")):

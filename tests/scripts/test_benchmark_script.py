@@ -96,7 +96,8 @@ def test_the_pass_alone_stops_where_two_ways_disagree_beyond_rounding(bench, mon
     real, first = _fused.channelwise, []
 
     def shifted(Y, ref, action):  # every way but the first returns its values moved by ``gap``
-        first.append(action) if not first else None
+        if not first:
+            first.append(action)
         values, dead = real(Y, ref, action)
         return (values if action is first[0] else values + gap), dead
 

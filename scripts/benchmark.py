@@ -621,8 +621,7 @@ def main() -> None:
     for m in mem:
         print(json.dumps({k: v for k, v in m.items() if k != "runs"}), flush=True)
     prov = provenance(args)
-    device = (f"{prov['device']}, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {prov['torch']}, geed sources "
-              f"{prov['geed_sources']}" + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}, "
+    device = (f"{prov['device']}, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {prov['torch']}, {_sources(prov)}, "
               f"timings with {args.allocator}")
     command = prov["command"]
     lines = [f"Measured on {device}; in each of {args.repeats} interleaved rounds (the order of the methods reversed every other round) every method's time is divided by the bare "
@@ -705,6 +704,11 @@ def provenance(args) -> dict:
             "allocator": args.allocator}
 
 
+def _sources(prov: dict) -> str:
+    """What a table timed, as its first line names it: the geed sources' hash, the commit where known, the date."""
+    return f"geed sources {prov['geed_sources']}" + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}"
+
+
 def _publish(args, marker: str, lines: list[str], rows: dict, prov: dict) -> None:
     """Print the result, write it between the README's ``marker`` comments and, with --json, to a file
     with its provenance."""
@@ -740,8 +744,7 @@ def gpu_main(args) -> None:
     for a in agree:
         print(json.dumps(a), flush=True)
     prov = provenance(args)
-    lines = [f"Measured on {prov['device']}, torch {prov['torch']} (CUDA {prov['cuda']}), geed sources {prov['geed_sources']}"
-             + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}; times are medians over "
+    lines = [f"Measured on {prov['device']}, torch {prov['torch']} (CUDA {prov['cuda']}), {_sources(prov)}; times are medians over "
              f"{args.repeats} interleaved rounds, each ended when the GPU had finished; ratios are paired within rounds, as above. "
              "Both methods run in full float32 (geed measures so; see below). Digit models and ResNets as above; "
              "`resnet50@224`: ResNet50 on 224 x 224 random images, the paper's scale. On a GPU the channelwise metric is one Triton "

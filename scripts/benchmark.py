@@ -35,6 +35,7 @@ process, so each is run in ``--memory-repeats`` subprocesses, interleaved, and t
     python scripts/benchmark.py --breakdown cnn   # where geed's time goes beside the bare passes
     python scripts/benchmark.py --split cnn --repeats 41   # which part of an evaluation costs what
     python scripts/benchmark.py --pass-only       # the CPU's compiled channelwise pass alone, as it runs and three other ways
+    python scripts/benchmark.py --widths --n 64   # the digit models at widths from the default to the paper's
 
 The result is written between the benchmark markers of README.md.
 """
@@ -327,6 +328,47 @@ def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> d
     return out
 
 
+WIDTHS = (0.125, 0.25, 0.5, 1.0)  # the digit models' default width (an eighth of the paper's) up to the paper's
+
+
+def work_per_value(name: str, group_name: str = "C8") -> float:
+    """The model's multiply-adds per value of the feature maps the channelwise metric reads, for one input
+    (counted by ``torch.utils.flop_counter``: convolutions and matrix products): how much forward work
+    there is for each value the compiled pass reads. A convolution's multiply-adds per output value grow
+    with its input channels, so with a digit model's width."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from geed.orbit import forward_outputs
+
+    job = _job(name, group_name, 1)
+    values = sum(t[0].numel() for t in forward_outputs(job.model, job.x, list(job.cw)).values())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        job.model(job.x)
+    return counter.get_total_flops() / 2 / values
+
+
+def width_ratios(widths=WIDTHS, n: int = 64, rounds: int = 5, models=("cnn", "c8cnn"), group_name: str = "C8") -> list[dict]:
+    """geed against the bare passes for the digit models at several widths (C8, N samples, interleaved rounds,
+    each ratio paired with its round's bare passes, as ``time_ratio``; geed and the bare passes only), with
+    the forward's multiply-adds per value the pass reads (``work_per_value``). The pass's cost grows with
+    the maps, the forward's with the maps times the width: the ratio falls towards 1 as the width grows."""
+    rows = []
+    for name in models:
+        for w in widths:
+            label = f"{name}@{w:g}"
+            job = _job(label, group_name, n)
+            runs = {"bare": job.bare, "geed": job.full}
+            for run in runs.values():  # warm-up
+                run()
+            times = _interleaved(runs, rounds)
+            ratios = sorted(t / b for t, b in zip(times["geed"], times["bare"]))
+            rows.append({"model": name, "width": w, "group": group_name, "n": n, "chunk": job.chunk, "threads": torch.get_num_threads(),
+                         "macs_per_value": work_per_value(label, group_name), "bare_s": statistics.median(times["bare"]),
+                         "geed_s": statistics.median(times["geed"]), "ratio": statistics.median(ratios), "lo": ratios[0], "hi": ratios[-1]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 PASS_JOBS = [("C8", 33, 48), ("C4", 33, 48), ("D4", 16, 64), ("C8", 25, 24), ("C8", 13, 48), ("C8", 7, 96)]  # group, side, channels
 
 
@@ -567,6 +609,10 @@ def main() -> None:
     ap.add_argument("--pass-only", action="store_true", help="time the CPU's compiled channelwise pass alone, as it forms each "
                     "element's targets against none derived from another, every element built and turned, and every row in one "
                     "block (printed, not written to the README)")
+    ap.add_argument("--widths", action="store_true", help="time geed against the bare passes for the digit models at widths "
+                    f"{', '.join(f'{w:g}' for w in WIDTHS)} (C8, N = --n, --repeats rounds), with the forward's multiply-adds per "
+                    "value the pass reads, written to the README's widths block")
+    ap.add_argument("--n", type=int, default=64, help="samples for --widths (default 64)")
     ap.add_argument("--memory-repeats", type=int, default=3, help="subprocesses per memory configuration and method (default 3)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device (cuda, cuda:1): on a GPU, absolute times, "
                     "the allocator's peak memory and the values' agreement with the CPU, written to the README's GPU block")
@@ -579,6 +625,8 @@ def main() -> None:
         ap.error(f"--threads must be at least 1; got {args.threads}")
     if args.repeats < 1:
         ap.error(f"--repeats must be at least 1; got {args.repeats}")
+    if args.n < 1:
+        ap.error(f"--n must be at least 1; got {args.n}")
     if args.memory_repeats < 1:
         ap.error(f"--memory-repeats must be at least 1; got {args.memory_repeats}")
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
@@ -607,6 +655,22 @@ def main() -> None:
             print(f"{r['group']} on {r['maps']} maps ({r['elements']}): the pass {r['as formed']:.2f} ms; "
                   f"none derived {r['none derived']:.2f} ms; every element built and turned {r['all built and turned']:.2f} ms; "
                   f"every row in one block {r['one block']:.2f} ms", flush=True)
+        return
+    if args.widths:
+        if args.device != "cpu":
+            ap.error("--widths times the CPU")
+        rows = width_ratios(WIDTHS, n=args.n, rounds=args.repeats)
+        prov = provenance(args)
+        lines = [f"Measured on {prov['device']}, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {prov['torch']}, "
+                 f"{_sources(prov)}, timings with {args.allocator}; C8, N = {args.n} rotated digits, geed with every G-EED variant "
+                 f"against the bare passes, paired within each of {args.repeats} interleaved rounds: the median ratio and, in brackets, "
+                 "the smallest and largest. *multiply-adds per value*: the forward's multiply-adds per value of the feature maps "
+                 f"the channelwise metric reads. Command: `{prov['command']}`.", "",
+                 "| model | width | multiply-adds per value | bare forward passes (s) | geed (s) | geed / bare |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['model']} | {r['width']:g} | {r['macs_per_value']:.0f} | {r['bare_s']:.3f} | {r['geed_s']:.3f} | "
+                  f"{r['ratio']:.2f}x ({r['lo']:.2f}-{r['hi']:.2f}) |" for r in rows]
+        _publish(args, "benchmark-widths", lines, {"widths": rows}, prov)
         return
     if args.device != "cpu":
         gpu_main(args)
@@ -654,7 +718,7 @@ def _command(args) -> str:
         f" --repeats {args.repeats}" if args.repeats != 7 else "") + (f" --threads {args.threads}" if args.threads != 1 else "") + (
         f" --memory-repeats {args.memory_repeats}" if args.memory_repeats != 3 and args.device == "cpu" else "") + (
         f" --malloc {args.malloc}" if args.malloc != "fixed" and args.device == "cpu" else "") + (
-        " --quick" if args.quick else "")
+        " --quick" if args.quick else "") + (" --widths" + (f" --n {args.n}" if args.n != 64 else "") if getattr(args, "widths", False) else "")
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters

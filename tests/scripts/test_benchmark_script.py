@@ -167,6 +167,31 @@ def test_the_cpu_table_names_the_sources_it_timed(bench, monkeypatch, tmp_path):
     assert "| c8cnn@0.0417 | C4 | 2 |" in block and "Command: `python scripts/benchmark.py --repeats 1 --malloc default --quick`" in block
 
 
+def test_the_forward_work_per_value_grows_with_the_width(bench):
+    """The multiply-adds per captured value double with the width, but for the first block (one input
+    channel at any width) and the classifier; the C8-CNN counts as the CNN of the same skeleton does, so
+    e2cnn's convolutions are counted."""
+    narrow, wide = bench.work_per_value("cnn@0.125"), bench.work_per_value("cnn@0.25")
+    assert 1.9 < wide / narrow < 2.0
+    assert bench.work_per_value("c8cnn@0.125") == pytest.approx(narrow, rel=1e-9)
+
+
+def test_the_widths_table_is_written_to_its_block(bench, monkeypatch, tmp_path):
+    (tmp_path / "README.md").write_text("<!-- benchmark-widths:start -->\nold\n<!-- benchmark-widths:end -->\n")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    monkeypatch.setattr(bench, "WIDTHS", (0.0417,))
+    monkeypatch.setattr("sys.argv", ["benchmark.py", "--widths", "--n", "2", "--repeats", "1", "--malloc", "default"])
+    bench.main()
+    block = (tmp_path / "README.md").read_text()
+    assert "| cnn | 0.0417 |" in block and "| c8cnn | 0.0417 |" in block and "old" not in block
+    assert "Command: `python scripts/benchmark.py --repeats 1 --malloc default --widths --n 2`" in block
+    for bad in (["--widths", "--n", "0"], ["--widths", "--device", "cuda"]):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr("sys.argv", ["benchmark.py", *bad])
+        with pytest.raises(SystemExit):
+            bench.main()
+
+
 def test_an_unusable_device_is_refused_before_any_work(bench, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, why in (("cuda", "no CUDA device is available"), ("tpu", "expected cpu or cuda")):

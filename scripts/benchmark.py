@@ -369,6 +369,20 @@ def width_ratios(widths=WIDTHS, n: int = 64, rounds: int = 5, models=("cnn", "c8
     return rows
 
 
+def widths_lines(rows: list[dict], prov: dict, repeats: int) -> list[str]:
+    """The README's widths table from ``width_ratios``'s rows and their provenance."""
+    lines = [f"Measured on {prov['device']}, {rows[0]['threads']} thread{'s' if rows[0]['threads'] > 1 else ''}, torch {prov['torch']}, "
+             f"{_sources(prov)}, timings with {prov['allocator']}; C8, N = {rows[0]['n']} rotated digits, geed with every G-EED variant "
+             f"against the bare passes, paired within each of {repeats} interleaved rounds: the median ratio and, in brackets, "
+             "the smallest and largest. *multiply-adds per value*: the forward's multiply-adds per value of the feature maps "
+             f"the channelwise metric reads. Command: `{prov['command']}`.", "",
+             "| model | width | multiply-adds per value | bare forward passes (s) | geed (s) | geed / bare |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['width']:g} | {r['macs_per_value']:.0f} | {r['bare_s']:.3f} | {r['geed_s']:.3f} | "
+              f"{r['ratio']:.2f}x ({r['lo']:.2f}-{r['hi']:.2f}) |" for r in rows]
+    return lines
+
+
 PASS_JOBS = [("C8", 33, 48), ("C4", 33, 48), ("D4", 16, 64), ("C8", 25, 24), ("C8", 13, 48), ("C8", 7, 96)]  # group, side, channels
 
 
@@ -627,11 +641,19 @@ def main() -> None:
         ap.error(f"--repeats must be at least 1; got {args.repeats}")
     if args.n < 1:
         ap.error(f"--n must be at least 1; got {args.n}")
+    if args.widths and args.device != "cpu":
+        ap.error("--widths times the CPU")
     if args.memory_repeats < 1:
         ap.error(f"--memory-repeats must be at least 1; got {args.memory_repeats}")
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         ap.error(f"--device {args.device!r}: " + ("no CUDA device is available" if args.device.startswith("cuda") else "expected cpu or cuda[:index]"))
     torch.set_num_threads(args.threads)  # the thread policy is explicit, in this process and in the memory subprocesses
+    writes = not (args.child or args.no_readme or args.breakdown or args.split or args.pass_only)
+    if writes:  # the block a result goes to is found before the work, not after it
+        marker = "benchmark-widths" if args.widths else "benchmark" if args.device == "cpu" else "benchmark-gpu"
+        if not _block_pattern(marker).search((ROOT / "README.md").read_text()):
+            ap.error(f"README.md has no <!-- {marker}:start --> ... <!-- {marker}:end --> block to write the result into "
+                     "(add it, or pass --no-readme)")
     if args.child:
         _peak_child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return
@@ -657,20 +679,9 @@ def main() -> None:
                   f"every row in one block {r['one block']:.2f} ms", flush=True)
         return
     if args.widths:
-        if args.device != "cpu":
-            ap.error("--widths times the CPU")
         rows = width_ratios(WIDTHS, n=args.n, rounds=args.repeats)
         prov = provenance(args)
-        lines = [f"Measured on {prov['device']}, {args.threads} thread{'s' if args.threads > 1 else ''}, torch {prov['torch']}, "
-                 f"{_sources(prov)}, timings with {args.allocator}; C8, N = {args.n} rotated digits, geed with every G-EED variant "
-                 f"against the bare passes, paired within each of {args.repeats} interleaved rounds: the median ratio and, in brackets, "
-                 "the smallest and largest. *multiply-adds per value*: the forward's multiply-adds per value of the feature maps "
-                 f"the channelwise metric reads. Command: `{prov['command']}`.", "",
-                 "| model | width | multiply-adds per value | bare forward passes (s) | geed (s) | geed / bare |",
-                 "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['model']} | {r['width']:g} | {r['macs_per_value']:.0f} | {r['bare_s']:.3f} | {r['geed_s']:.3f} | "
-                  f"{r['ratio']:.2f}x ({r['lo']:.2f}-{r['hi']:.2f}) |" for r in rows]
-        _publish(args, "benchmark-widths", lines, {"widths": rows}, prov)
+        _publish(args, "benchmark-widths", widths_lines(rows, prov, args.repeats), {"widths": rows}, prov)
         return
     if args.device != "cpu":
         gpu_main(args)
@@ -773,6 +784,11 @@ def _sources(prov: dict) -> str:
     return f"geed sources {prov['geed_sources']}" + (f" (commit {prov['commit']})" if prov["commit"] else "") + f", {prov['date']}"
 
 
+def _block_pattern(marker: str) -> "re.Pattern[str]":
+    """The README's block for ``marker``: its start line, what it holds (possibly nothing) and its end line."""
+    return re.compile(rf"(<!-- {marker}:start -->\n)(?:.*?\n)?(<!-- {marker}:end -->)", flags=re.S)
+
+
 def _publish(args, marker: str, lines: list[str], rows: dict, prov: dict) -> None:
     """Print the result, write it between the README's ``marker`` comments and, with --json, to a file
     with its provenance."""
@@ -783,8 +799,7 @@ def _publish(args, marker: str, lines: list[str], rows: dict, prov: dict) -> Non
     if not args.no_readme:
         readme = ROOT / "README.md"
         src = readme.read_text()
-        new, found = re.subn(rf"(<!-- {marker}:start -->\n).*?(\n<!-- {marker}:end -->)", lambda m: m.group(1) + text + m.group(2),
-                             src, flags=re.S)
+        new, found = _block_pattern(marker).subn(lambda m: m.group(1) + text + "\n" + m.group(2), src)
         if not found:
             raise SystemExit(f"README.md has no <!-- {marker}:start --> ... <!-- {marker}:end --> block to write the result into")
         readme.write_text(new)

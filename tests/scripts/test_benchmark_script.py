@@ -177,19 +177,32 @@ def test_the_forward_work_per_value_grows_with_the_width(bench):
 
 
 def test_the_widths_table_is_written_to_its_block(bench, monkeypatch, tmp_path):
-    (tmp_path / "README.md").write_text("<!-- benchmark-widths:start -->\nold\n<!-- benchmark-widths:end -->\n")
+    readme = tmp_path / "README.md"
     monkeypatch.setattr(bench, "ROOT", tmp_path)
     monkeypatch.setattr(bench, "WIDTHS", (0.0417,))
     monkeypatch.setattr("sys.argv", ["benchmark.py", "--widths", "--n", "2", "--repeats", "1", "--malloc", "default"])
-    bench.main()
-    block = (tmp_path / "README.md").read_text()
-    assert "| cnn | 0.0417 |" in block and "| c8cnn | 0.0417 |" in block and "old" not in block
-    assert "Command: `python scripts/benchmark.py --repeats 1 --malloc default --widths --n 2`" in block
+    for held in ("old\n", ""):  # a block with a result in it, and an empty one
+        readme.write_text(f"a\n<!-- benchmark-widths:start -->\n{held}<!-- benchmark-widths:end -->\nb\n")
+        bench.main()
+        block = readme.read_text()
+        assert "| cnn | 0.0417 |" in block and "| c8cnn | 0.0417 |" in block and "old" not in block
+        assert block.startswith("a\n<!-- benchmark-widths:start -->\nMeasured on ") and block.endswith("|\n<!-- benchmark-widths:end -->\nb\n")
+        assert "Command: `python scripts/benchmark.py --repeats 1 --malloc default --widths --n 2`" in block
     for bad in (["--widths", "--n", "0"], ["--widths", "--device", "cuda"]):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr("sys.argv", ["benchmark.py", *bad])
         with pytest.raises(SystemExit):
             bench.main()
+
+
+def test_a_missing_readme_block_is_refused_before_any_work(bench, monkeypatch, tmp_path, capsys):
+    (tmp_path / "README.md").write_text("<!-- benchmark:start -->\n<!-- benchmark:end -->\n")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    monkeypatch.setattr(bench, "width_ratios", lambda *a, **k: pytest.fail("the widths were timed before the README was checked"))
+    monkeypatch.setattr("sys.argv", ["benchmark.py", "--widths", "--malloc", "default"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "no <!-- benchmark-widths:start -->" in capsys.readouterr().err
 
 
 def test_an_unusable_device_is_refused_before_any_work(bench, monkeypatch, capsys):

@@ -216,10 +216,17 @@ def time_ratio(name: str, group_name: str, n: int, repeats: int, device: str = "
         runs["plain loop"] = synced(lambda: plain_loop(model, x, group, cw, latent))
     if name == "c8cnn":
         runs["e2cnn recipe"] = synced(lambda: e2cnn_recipe(model, x, group, cw, chunk))
+    return {"model": name, "group": group_name, "n": n, "chunk": chunk, "threads": torch.get_num_threads(), "device": device,
+            **_paired(runs, repeats)}
+
+
+def _paired(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
+    """Each run (one of them ``bare``) once to warm up, then timed in ``rounds`` interleaved rounds: per run its
+    median seconds and its time divided by the bare passes' of the same round (paired), median, smallest and largest."""
     for run in runs.values():  # warm-up
         run()
-    times = _interleaved(runs, repeats)  # each ratio is taken within its round
-    out = {"model": name, "group": group_name, "n": n, "chunk": chunk, "threads": torch.get_num_threads(), "device": device}
+    times = _interleaved(runs, rounds)  # each ratio is taken within its round
+    out = {}
     for k, ts in times.items():
         ratios = sorted(t / b for t, b in zip(ts, times["bare"]))
         out[k] = {"s": statistics.median(ts), "ratio": statistics.median(ratios), "lo": ratios[0], "hi": ratios[-1]}
@@ -331,19 +338,19 @@ def split(name: str, group_name: str = "C8", n: int = 32, rounds: int = 41) -> d
 WIDTHS = (0.125, 0.25, 0.5, 1.0)  # the digit models' default width (an eighth of the paper's) up to the paper's
 
 
-def work_per_value(name: str, group_name: str = "C8") -> float:
-    """The model's multiply-adds per value of the feature maps the channelwise metric reads, for one input
-    (counted by ``torch.utils.flop_counter``: convolutions and matrix products): how much forward work
-    there is for each value the compiled pass reads. A convolution's multiply-adds per output value grow
-    with its input channels, so with a digit model's width."""
+def work_per_value(job) -> float:
+    """A job's model's multiply-adds per value of the feature maps the channelwise metric reads, for one
+    input (counted by ``torch.utils.flop_counter``: convolutions and matrix products): how much forward
+    work there is for each value the compiled pass reads. A convolution's multiply-adds per output value
+    grow with its input channels, so with a digit model's width."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from geed.orbit import forward_outputs
 
-    job = _job(name, group_name, 1)
-    values = sum(t[0].numel() for t in forward_outputs(job.model, job.x, list(job.cw)).values())
+    x = job.x[:1]
+    values = sum(t[0].numel() for t in forward_outputs(job.model, x, list(job.cw)).values())
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        job.model(job.x)
+        job.model(x)
     return counter.get_total_flops() / 2 / values
 
 
@@ -355,16 +362,12 @@ def width_ratios(widths=WIDTHS, n: int = 64, rounds: int = 5, models=("cnn", "c8
     rows = []
     for name in models:
         for w in widths:
-            label = f"{name}@{w:g}"
-            job = _job(label, group_name, n)
-            runs = {"bare": job.bare, "geed": job.full}
-            for run in runs.values():  # warm-up
-                run()
-            times = _interleaved(runs, rounds)
-            ratios = sorted(t / b for t, b in zip(times["geed"], times["bare"]))
+            job = _job(f"{name}@{w:g}", group_name, n)
+            cells = _paired({"bare": job.bare, "geed": job.full}, rounds)
+            geed = cells["geed"]
             rows.append({"model": name, "width": w, "group": group_name, "n": n, "chunk": job.chunk, "threads": torch.get_num_threads(),
-                         "macs_per_value": work_per_value(label, group_name), "bare_s": statistics.median(times["bare"]),
-                         "geed_s": statistics.median(times["geed"]), "ratio": statistics.median(ratios), "lo": ratios[0], "hi": ratios[-1]})
+                         "macs_per_value": work_per_value(job), "bare_s": cells["bare"]["s"], "geed_s": geed["s"],
+                         "ratio": geed["ratio"], "lo": geed["lo"], "hi": geed["hi"]})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
